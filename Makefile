@@ -1,0 +1,27 @@
+# Two commands, each doing all set-up from a fresh clone:
+#   make demo   - the main job: FSPO training with verl's real V1 trainer on CPU (tiny local model)
+#   make test   - the test suite (CPU only; real verl, Ray, Hydra and TransferQueue)
+#
+# Set-up: a virtualenv in $(VENV); torch==2.13.0 first (on CPU machines this is the CPU wheel; an unpinned
+# torch would pull several GB of CUDA packages), then this package with its test extra.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,69 @@
+"""What fspo_verl registers into verl, and how to check that it is there.
+
+``register_all`` runs on ``import fspo_verl``, which verl triggers in every process through the
+``verl.plugins`` entry point. Core registrations (losses, estimators) import only torch and modules every
+verl 0.9.x install has; if one fails, the import fails (and ``fspo-verl doctor`` shows why). Optional
+components that need heavier verl modules register through ``OPTIONAL_COMPONENTS``: a failure there is
+logged at WARNING and kept in ``LOAD_ERRORS`` instead of dropping the whole plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from collections.abc import Callable
+
+logger = logging.getLogger("fspo_verl")
+
+#: modules whose import registers core names; they must import cleanly on every verl 0.9.x install
+CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages")
+
+#: modules with a ``register()`` function, imported and called in order; failures are recorded, not raised
+OPTIONAL_COMPONENTS: tuple[str, ...] = ()
+
+#: component module -> formatted traceback of its failure in this process
+LOAD_ERRORS: dict[str, str] = {}
+
+
+def _policy_losses() -> set[str]:
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    return set(POLICY_LOSS_REGISTRY)
+
+
+def _adv_estimators() -> set[str]:
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+
+    return set(ADV_ESTIMATOR_REGISTRY)
+
+
+#: kind -> function returning the names present in that registry of the current process
+REGISTRIES: dict[str, Callable[[], set[str]]] = {
+    "policy_loss": _policy_losses,
+    "adv_estimator": _adv_estimators,
+}
+
+#: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
+EXPECTED: tuple[tuple[str, str], ...] = (
+    ("policy_loss", "fspo"),
+    ("policy_loss", "sspo"),
+    ("adv_estimator", "opo_vectorized"),
+)
+
+
+def register_all() -> None:
+    for module in CORE_MODULES:
+        importlib.import_module(module)
+    for module in OPTIONAL_COMPONENTS:
+        try:
+            importlib.import_module(module).register()
+        except Exception:  # noqa: BLE001 - recorded and reported by `fspo-verl doctor`
+            LOAD_ERRORS[module] = traceback.format_exc()
+            logger.warning("fspo_verl: optional component %s failed to register:\n%s", module, LOAD_ERRORS[module])
+
+
+def missing() -> list[tuple[str, str]]:
+    """(kind, name) pairs of ``EXPECTED`` absent from this process's registries."""
+    present = {kind: lookup() for kind, lookup in REGISTRIES.items()}
+    return [(kind, name) for kind, name in EXPECTED if name not in present.get(kind, set())]

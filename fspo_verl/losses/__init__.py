@@ -1,0 +1,6 @@
+"""Policy losses registered into verl's ``POLICY_LOSS_REGISTRY`` on import: ``fspo`` and ``sspo``."""
+
+from fspo_verl.losses.fspo import compute_policy_loss_fspo
+from fspo_verl.losses.sspo import compute_policy_loss_sspo
+
+__all__ = ["compute_policy_loss_fspo", "compute_policy_loss_sspo"]

@@ -1,0 +1,80 @@
+"""FSPO: length-fair sequence clipping with a sqrt(L) band (arXiv 2509.09177, "Clip Your Sequences Fairly").
+
+For sequence i with L_i response tokens, token log-ratios d_{i,t} = log pi_theta - log pi_old and
+sequence advantage A_i:
+
+    S_i   = sum_t d_{i,t}                                   (a SUM, not GSPO's mean)
+    lo_i  = L_i*mu - c_low  * sqrt(L_i)
+    hi_i  = L_i*mu + c_high * sqrt(L_i)
+    l_i   = max(-A_i*exp(S_i), -A_i*exp(clip(S_i, lo_i, hi_i)))
+    l_i   = min(l_i, -A_i*clip_ratio_c)       if A_i < 0     (verl's dual clip, as in ``vanilla``)
+
+Under a CLT, S_i ~ N(L_i*mu, L_i*sigma^2): a band whose half-width grows as sqrt(L_i) clips every length
+with the same probability, where PPO's fixed band on exp(S_i) clips long responses most and GSPO's band on
+exp(S_i/L_i) clips them least. l_i is broadcast over the sequence's tokens and reduced with verl's
+``agg_loss`` and the global batch info. We recommend ``loss_agg_mode=seq-mean-token-mean`` (each sequence
+counts once, as in the paper's sequence-level objective).
+
+Flags (``actor_rollout_ref.actor.policy_loss.*``, see ``fspo_verl.config.FSPOPolicyLossConfig``):
+    loss_mode=fspo, fspo_c_low, fspo_c_high, fspo_drift (mu = 0 for "none", the detached masked
+    mean of d over the micro-batch for "kl"), length_bins. Also read: actor.clip_ratio_c.
+
+Metrics:
+    actor/pg_clipfrac         share of sequences with S_i outside [lo_i, hi_i]
+    actor/pg_clipfrac_lower   share of sequences whose loss the dual clip capped (A_i < 0)
+    actor/ppo_kl              masked token mean of old_log_prob - log_prob
+    actor/fspo/seqs_len_<lo>_<hi>, actor/fspo/clipped_len_<lo>_<hi>
+                              per length bin: sequences, and sequences outside the band
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fspo_verl.losses._sequence import MAX_LOG_RATIO, SequenceBatch, aggregate, loss_hparams, loss_metrics
+from fspo_verl.registry_guard import register_policy_loss_once
+
+
+@register_policy_loss_once("fspo")
+def compute_policy_loss_fspo(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "seq-mean-token-mean",
+    config: Any = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
+    hp = loss_hparams(config, "fspo")
+    batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
+    lengths, adv = batch.lengths, batch.advantages  # (bs,), (bs,)
+
+    seq_log_ratio = batch.log_ratio.sum(dim=-1)  # (bs,) S_i
+    if hp.fspo_drift == "kl":
+        mu = (batch.log_ratio.sum() / batch.mask.sum().clamp(min=1.0)).detach()  # () per-token drift
+    else:
+        mu = torch.zeros((), dtype=seq_log_ratio.dtype, device=seq_log_ratio.device)  # ()
+    half_width = lengths.sqrt()  # (bs,)
+    lo = lengths * mu - hp.fspo_c_low * half_width  # (bs,)
+    hi = lengths * mu + hp.fspo_c_high * half_width  # (bs,)
+
+    capped = seq_log_ratio.clamp(max=MAX_LOG_RATIO)  # (bs,) numerical safety before exp
+    clipped_log_ratio = torch.clamp(capped, min=lo, max=hi).clamp(max=MAX_LOG_RATIO)  # (bs,)
+    loss_unclipped = -adv * torch.exp(capped)  # (bs,)
+    loss_clipped = -adv * torch.exp(clipped_log_ratio)  # (bs,)
+    seq_loss = torch.maximum(loss_unclipped, loss_clipped)  # (bs,) PPO pessimism
+
+    clip_ratio_c = float(config.get("clip_ratio_c", 3.0)) if config is not None else 3.0
+    dual_cap = -adv * clip_ratio_c  # (bs,)
+    negative = adv < 0  # (bs,)
+    dual_clipped = negative & (seq_loss > dual_cap)  # (bs,)
+    seq_loss = torch.where(negative, torch.minimum(seq_loss, dual_cap), seq_loss)  # (bs,)
+
+    loss = aggregate(seq_loss, response_mask, loss_agg_mode, config, rollout_is_weights)
+
+    outside_band = (seq_log_ratio < lo) | (seq_log_ratio > hi)  # (bs,)
+    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins))
+    return loss, metrics
