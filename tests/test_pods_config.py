@@ -179,3 +179,24 @@ def test_corrected_mini_batch_size_prefers_the_rescaled_value() -> None:
     assert corrected_mini_batch_size(prompts_per_step=64, n=16, keep=4, current=32) == 8  # 32 * 4 / 16
     assert corrected_mini_batch_size(prompts_per_step=8, n=8, keep=2, current=3) in (1, 2)
     assert corrected_mini_batch_size(prompts_per_step=4, n=3, keep=2, current=4) is None
+
+
+def test_recipe_config_group_selects_pods_by_config_alone() -> None:
+    group = ("hydra.searchpath=[pkg://fspo_verl.configs]", "+pods=max_variance")
+    config = _compose(*group, "actor_rollout_ref.rollout.n=8", "data.train_batch_size=8",
+                      "actor_rollout_ref.actor.ppo_mini_batch_size=2", "trainer.v1.sampler.sampler_kwargs.keep=2", pods=False)
+    assert config.trainer.v1.sampler.custom_sampler.path == "pkg://fspo_verl.pods"
+    assert check_downsampling_config(config) == []
+    (problem,) = check_downsampling_config(_compose(*group, pods=False))
+    assert "sampler_kwargs.keep is not set" in problem
+
+
+@pytest.mark.parametrize(("mode", "cls_name"), [("sync", "PODSReplayBuffer"), ("separate_async", "PODSReplayBufferAsync")])
+def test_verl_builds_our_buffer_from_the_config(mode: str, cls_name: str) -> None:
+    """verl's own PPOTrainer._build_replay_buffer loads and constructs the class named in the config."""
+    config = _geometry(8, 2, 8, 2, f"trainer.v1.trainer_mode={mode}", f"trainer.v1.sampler.custom_sampler.name={cls_name}")
+    trainer = SimpleNamespace(config=config, trainer_mode=mode, _add_prompts_to_generate=lambda n: n)
+    buffer = PPOTrainer._build_replay_buffer(trainer)
+    assert type(buffer).__name__ == cls_name and type(buffer).__module__ == "fspo_verl.pods"
+    assert buffer.settings.keep == 2 and buffer.settings.rule == "max_variance"
+    assert buffer.filter_groups_metric is None  # DAPO stays off unless sampler_kwargs asks for it
