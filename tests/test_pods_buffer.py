@@ -15,7 +15,8 @@ import torch
 import transfer_queue as tq
 from transfer_queue import KVBatchMeta
 
-from fspo_verl.pods import DownsamplingConfigError, PODSReplayBuffer, PODSReplayBufferAsync
+from fspo_verl.downsampling import get_downsampler, select_max_variance
+from fspo_verl.pods import DownsamplingConfigError, PODSReplayBuffer, PODSReplayBufferAsync, keep_per_group
 
 POLL_INTERVAL = 0.05
 
@@ -223,3 +224,21 @@ def test_dapo_zero_variance_groups_are_evicted_before_downsampling(partition: st
     assert _sessions(batch.keys) == set().union(*expected.values())
     # evicted, surplus and dropped keys are all gone
     assert _stored(partition) == set(batch.keys)
+
+
+def test_keep_per_group_handles_interleaved_ragged_groups() -> None:
+    """Sessions of a prompt need not be adjacent or equally many; each group is selected on its own."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [1, 2, 3, 4, 6, 8, 8, 5]
+    group = torch.cat([torch.full((s,), i) for i, s in enumerate(sizes)])  # (S,)
+    group = group[torch.randperm(group.numel(), generator=g)]  # (S,) interleaved
+    rewards = torch.rand(group.numel(), generator=g, dtype=torch.float64)  # (S,)
+    kept = keep_per_group(rewards, torch.ones_like(rewards), group, 3, get_downsampler("max_variance"))
+    for i, size in enumerate(sizes):
+        members = torch.nonzero(group == i).squeeze(1)  # positions of group i, in batch order
+        chosen = members[kept[members]]
+        if size <= 3:
+            assert torch.equal(chosen, members)
+        else:
+            expected = members[select_max_variance(rewards[members].unsqueeze(0), 3)[0]]
+            assert torch.equal(chosen, expected)
