@@ -25,8 +25,8 @@ POLL_INTERVAL = 0.05
 def transfer_queue():
     started_ray = not ray.is_initialized()
     if started_ray:
-        # storage units + controller need logical CPUs; keep the real footprint small on a shared machine
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        # our own local instance (never join a colleague's cluster); logical CPUs for the TQ actors
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     tq.init({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}})
     yield
     tq.close()
