@@ -107,7 +107,10 @@ class DownsamplingSettings:
             )
         keep = raw["keep"]
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise DownsamplingConfigError(f"{KWARGS_KEY}.keep={keep!r} must be a positive integer")
+            raise DownsamplingConfigError(
+                f"{KWARGS_KEY}.keep={keep!r} must be a positive integer; set {KWARGS_KEY}.keep=<m>, the responses "
+                "kept per prompt (e.g. rollout.n/4 as in the PODS paper)"
+            )
         rule = raw.get("rule", cls.rule)
         if rule not in DOWNSAMPLERS:
             raise DownsamplingConfigError(

@@ -28,4 +28,5 @@ OVERRIDES=(
   "trainer.logger=[console,tensorboard]"
 )
 
-exec fspo-verl train "${OVERRIDES[@]}" "$@"
+# FSPO_VERL_COMMAND=validate composes and checks these overrides without launching anything.
+exec fspo-verl "${FSPO_VERL_COMMAND:-train}" "${OVERRIDES[@]}" "$@"

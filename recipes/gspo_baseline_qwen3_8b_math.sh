@@ -22,4 +22,5 @@ OVERRIDES=(
   trainer.experiment_name=gspo_qwen3_8b_math
 )
 
-exec fspo-verl train "${OVERRIDES[@]}" "$@"
+# FSPO_VERL_COMMAND=validate composes and checks these overrides without launching anything.
+exec fspo-verl "${FSPO_VERL_COMMAND:-train}" "${OVERRIDES[@]}" "$@"
