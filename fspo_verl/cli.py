@@ -12,6 +12,8 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("fspo_verl.doctor", "check that a bare `import verl` registers every fspo_verl name"),
+    "fairness": ("fspo_verl.fairness", "clip rate per response-length bin (simulate) and FSPO constants (calibrate)"),
+    "plot": ("fspo_verl.plotting", "PNGs of reward, response length and per-length-bin clip rate from a verl JSONL log"),
 }
 
 
