@@ -142,6 +142,9 @@ def test_verl_rl_dataset_reads_rows_and_default_compute_score_grades_them(prepar
         data_config.filter_overlong_prompts = True  # exercise the chat-template length filter too
     path = str(prepared[dataset] / f"{output}.parquet")
     rl_dataset = create_rl_dataset([path], data_config, tokenizer, None, is_train=output == "train")
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    assert type(rl_dataset) is RLHFDataset  # the class V1's create_rl_dataset picks for these presets
     source, truths = EXPECTED[(dataset, output)]
     assert len(rl_dataset) == len(truths)
     for index in range(len(rl_dataset)):
