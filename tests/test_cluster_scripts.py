@@ -76,8 +76,16 @@ def test_every_recipe_validates(script):
     assert "fspo-verl validate: OK" in proc.stderr
 
 
+@pytest.mark.parametrize("algorithm", ["fspo", "sspo", "grpo", "gspo"])
+def test_the_math_comparison_validates_for_each_algorithm(algorithm):
+    proc = _sh(RECIPES / "qwen3_8b_math.sh", algorithm, FSPO_VERL_COMMAND="validate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"loss_mode: {'vanilla' if algorithm == 'grpo' else algorithm}" in proc.stdout
+    assert f"experiment_name: {algorithm}_qwen3_8b_math" in proc.stdout
+
+
 def test_a_recipe_with_a_bad_override_fails_validation():
-    proc = _sh(RECIPES / "fspo_qwen3_8b_math.sh", "actor_rollout_ref.rollout.tensor_model_parallel_size=16", FSPO_VERL_COMMAND="validate")
+    proc = _sh(RECIPES / "qwen3_8b_math.sh", "actor_rollout_ref.rollout.tensor_model_parallel_size=16", FSPO_VERL_COMMAND="validate")
     assert proc.returncode == 1 and "tensor_model_parallel_size=16 is larger than" in proc.stderr
 
 
