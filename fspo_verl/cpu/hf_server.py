@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
 import threading
 from typing import Any, Optional
 
@@ -26,6 +28,10 @@ import torch
 from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
 
 logger = logging.getLogger(__name__)
+
+#: if set, a directory where every server writes ``replica<r>_step<N>.json`` (its parameter digests) after
+#: each weight sync; the end-to-end test compares them with the actor's checkpoint of step N
+DIGEST_DIR_ENV = "FSPO_VERL_HF_DIGEST_DIR"
 
 #: most requests decoded in one batch. Our choice: beyond ~64 rows the CPU forward gets memory-bound and
 #: a long batch makes short requests wait; 64 covers a demo step (8 prompts x 8 samples) in one batch.
@@ -187,6 +193,13 @@ class HFRolloutServer:
             raise RuntimeError(f"hf rollout server: weight sync left {len(missing)} parameters stale, e.g. {missing[:3]}")
         if global_steps is not None:
             self.global_steps = global_steps
+        digest_dir = os.environ.get(DIGEST_DIR_ENV)
+        if digest_dir:
+            record = {"replica": self.replica_rank, "global_steps": global_steps, "digests": self._digests()}
+            path = os.path.join(digest_dir, f"replica{self.replica_rank}_step{global_steps}.json")
+            os.makedirs(digest_dir, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(record, f)
 
     def set_global_steps(self, global_steps: int) -> None:
         self.global_steps = global_steps
