@@ -17,7 +17,7 @@ from collections.abc import Callable
 logger = logging.getLogger("fspo_verl")
 
 #: modules whose import registers core names; they must import cleanly on every verl 0.9.x install
-CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages")
+CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages", "fspo_verl.downsampling")
 
 #: modules with a ``register()`` function, imported and called in order; failures are recorded, not raised
 OPTIONAL_COMPONENTS: tuple[str, ...] = (
@@ -58,6 +58,20 @@ def _rollout_adapters() -> set[str]:
     return {name for name, mode in _ROLLOUT_REGISTRY if mode == "async"}
 
 
+def _downsamplers() -> set[str]:
+    from fspo_verl.downsampling import DOWNSAMPLERS
+
+    return set(DOWNSAMPLERS)
+
+
+def _replay_buffers() -> set[str]:
+    # Loaded by verl from trainer.v1.sampler.custom_sampler, not on `import verl`; the doctor imports it here
+    # so that a broken install (e.g. no transfer_queue) shows up before a run.
+    import fspo_verl.pods as pods
+
+    return {name for name in (pods.SYNC_CLASS, pods.ASYNC_CLASS) if hasattr(pods, name)}
+
+
 #: kind -> function returning the names present in that registry of the current process
 REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "policy_loss": _policy_losses,
@@ -65,6 +79,8 @@ REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "platform": _platforms,
     "rollout_replica": _rollout_replicas,
     "rollout_adapter": _rollout_adapters,
+    "downsampler": _downsamplers,
+    "replay_buffer": _replay_buffers,
 }
 
 #: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
@@ -75,6 +91,13 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("platform", "cpu"),
     ("rollout_replica", "hf"),
     ("rollout_adapter", "hf"),
+    ("downsampler", "max_variance"),
+    ("downsampler", "max_reward"),
+    ("downsampler", "random"),
+    ("downsampler", "shortest"),
+    ("downsampler", "token_efficiency"),
+    ("replay_buffer", "PODSReplayBuffer"),
+    ("replay_buffer", "PODSReplayBufferAsync"),
 )
 
 

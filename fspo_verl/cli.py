@@ -1,7 +1,8 @@
 """``fspo-verl``: the command-line entry point.
 
 Each subcommand lives in its own module and is imported only when called, so ``fspo-verl doctor`` works
-even when a heavier component is broken. Each module exposes ``main(argv: list[str]) -> int``.
+even when a heavier component is broken. Each entry names ``module:function``, a function taking the
+remaining arguments (``argv: list[str]``) and returning the exit status.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-#: subcommand -> (module, one-line help)
+#: subcommand -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("fspo_verl.doctor", "check that a bare `import verl` registers every fspo_verl name"),
+    "train": ("fspo_verl.launch:train_main", "compose presets + overrides, check them in the driver, run verl's V1 trainer"),
+    "validate": ("fspo_verl.launch:validate_main", "compose and check only; print the resolved config or every problem"),
+    "list": ("fspo_verl.launch:list_main", "the presets of each config group and the registered names"),
+    "doctor": ("fspo_verl.doctor:main", "check that a bare `import verl` registers every fspo_verl name"),
 }
 
 
@@ -31,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"fspo-verl: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    module_name, function = COMMANDS[command][0].split(":")
+    return int(getattr(importlib.import_module(module_name), function)(rest) or 0)
 
 
 if __name__ == "__main__":

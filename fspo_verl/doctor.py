@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 # Runs in a fresh interpreter; prints one JSON object on its last line.
 _PROBE = r"""
@@ -27,27 +28,41 @@ report["verl_version"] = getattr(verl, "__version__", "unknown")
 report["entry_point_loaded"] = "fspo_verl" in sys.modules
 from importlib.metadata import entry_points
 report["entry_point_installed"] = [ep.value for ep in entry_points(group="verl.plugins") if ep.name == "fspo_verl"]
-if not report["entry_point_loaded"]:
+if report["entry_point_loaded"]:
+    # what a worker sees after its own `import verl`
     try:
-        import fspo_verl  # what verl tried and hid
+        from fspo_verl import _registration as r
+        present = {kind: sorted(lookup()) for kind, lookup in r.REGISTRIES.items()}
+        report["expected"] = [[k, n, n in present.get(k, [])] for k, n in r.EXPECTED]
+        report["optional_errors"] = dict(r.LOAD_ERRORS)
+    except Exception:
+        report["registration_error"] = traceback.format_exc()
+else:
+    # verl did not load us, so a worker has none of our names; import directly to show what verl hid
+    try:
+        import fspo_verl
+        from fspo_verl import _registration as r
+        report["expected"] = [[k, n, False] for k, n in r.EXPECTED]
         report["import_error"] = None
     except Exception:
         report["import_error"] = traceback.format_exc()
-try:
-    from fspo_verl import _registration as r
-    present = {kind: sorted(lookup()) for kind, lookup in r.REGISTRIES.items()}
-    report["expected"] = [[k, n, n in present.get(k, [])] for k, n in r.EXPECTED]
-    report["optional_errors"] = dict(r.LOAD_ERRORS)
-except Exception:
-    report["registration_error"] = traceback.format_exc()
 print(json.dumps(report))
 """
 
 
 def probe(env: dict[str, str] | None = None) -> dict:
-    """Run the probe in a fresh interpreter (the current one's executable) and return its report."""
+    """Run the probe in a fresh interpreter (the current one's executable) and return its report.
+
+    It runs from the temp directory, not the caller's: a Ray worker does not start in your checkout, so a
+    source tree in the current directory must not stand in for the installed package.
+    """
     proc = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env or dict(os.environ), timeout=600
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        env=env or dict(os.environ),
+        cwd=tempfile.gettempdir(),
+        timeout=600,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

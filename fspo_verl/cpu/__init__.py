@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from types import ModuleType
+
+from omegaconf import DictConfig
 
 from fspo_verl.cpu.checks import CPUConfigError, check_cpu_config, required_logical_cpus
 from fspo_verl.cpu.platform import PLATFORM_NAME
@@ -48,6 +51,29 @@ def prepare_cpu_environment() -> dict[str, str]:
     return dict(CPU_ENVIRONMENT)
 
 
+def prepare_run(config: DictConfig) -> None:
+    """Driver-side preparation of a CPU run, called by ``fspo-verl train`` (``fspo_verl.backend: cpu``).
+
+    Selects the backend for this process and the Ray workers, checks the config (raises
+    :class:`CPUConfigError` before Ray starts), and points verl's file and TensorBoard loggers at
+    ``outputs/<project>/<experiment>/`` unless ``VERL_FILE_LOGGER_PATH``/``TENSORBOARD_DIR`` are set. verl's
+    file logger truncates its file, so every run writes a new ``metrics_<n>.jsonl``: a resumed run keeps the
+    history of the runs before it.
+    """
+    import ray
+
+    prepare_cpu_environment()
+    check_cpu_config(config, ray.cluster_resources() if ray.is_initialized() else None)
+    out = Path("outputs") / str(config.trainer.project_name) / str(config.trainer.experiment_name)
+    out.mkdir(parents=True, exist_ok=True)
+    if "VERL_FILE_LOGGER_PATH" not in os.environ:
+        runs = len(list(out.glob("metrics_*.jsonl")))
+        os.environ["VERL_FILE_LOGGER_PATH"] = str((out / f"metrics_{runs}.jsonl").resolve())
+    os.environ.setdefault("TENSORBOARD_DIR", str((out / "tensorboard").resolve()))
+    print(f"fspo_verl cpu backend: metrics -> {os.environ['VERL_FILE_LOGGER_PATH']}, "
+          f"tensorboard -> {os.environ['TENSORBOARD_DIR']}, checkpoints -> {config.trainer.default_local_dir}")
+
+
 def _hook_validate_config(config_module: ModuleType) -> None:
     """Run :func:`check_cpu_config` first inside verl's driver-side ``validate_config``."""
     original = config_module.validate_config
@@ -74,8 +100,10 @@ def register() -> None:
     from fspo_verl.cpu.import_hooks import when_imported
     from fspo_verl.cpu.patches import install_cpu_patches
     from fspo_verl.cpu.platform import register_platform
+    from fspo_verl.demo import register_resolver
 
     register_platform()
+    register_resolver()
     RolloutReplicaRegistry.register(HF_ROLLOUT, load_hf_replica)
     _ROLLOUT_REGISTRY[(HF_ROLLOUT, "async")] = HF_ADAPTER_PATH  # verl has no register function for adapters
     if backend_selected():
@@ -90,6 +118,7 @@ __all__ = [
     "backend_selected",
     "check_cpu_config",
     "prepare_cpu_environment",
+    "prepare_run",
     "register",
     "required_logical_cpus",
 ]

@@ -1,8 +1,10 @@
 """The CPU demo's assets, built locally and cached on disk: a tiny Qwen2-style model with its tokenizer,
 and the synthetic ``next_digit`` task as verl parquet, scored by :mod:`fspo_verl.demo.reward`.
 
-``ensure_assets(cache_dir)`` is what ``fspo-verl train`` calls; it builds what is missing and returns
-``{"model_path", "train_files", "val_files"}``.
+``ensure_assets(cache_dir)`` builds what is missing and returns ``{"model_path", "train_files", "val_files"}``.
+The config presets (``model=tiny_cpu``, ``data=synthetic_cpu``) reach it through the OmegaConf resolver
+``${fspo_demo_asset:<key>}`` (registered in every verl process by :func:`register_resolver`), so the
+assets are built on first use, wherever the config is resolved (the driver's checks, the TaskRunner).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 #: bump when the model or the task changes, so that caches rebuild
 ASSETS_VERSION = "v2"
 REWARD_FUNCTION_PATH = "pkg://fspo_verl.demo.reward"
+RESOLVER = "fspo_demo_asset"
 
 
 def default_cache_dir() -> Path:
@@ -36,3 +39,18 @@ def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, str]:
     else:
         data = write_task(data_dir)
     return {"model_path": str(model_dir), **data}
+
+
+def _resolve_asset(key: str) -> str:
+    assets = ensure_assets()
+    if key not in assets:
+        raise KeyError(f"${{{RESOLVER}:{key}}}: unknown demo asset; known: {sorted(assets)}")
+    return assets[key]
+
+
+def register_resolver() -> None:
+    """Register ``${fspo_demo_asset:model_path|train_files|val_files}`` with OmegaConf (idempotent, cheap)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, _resolve_asset)

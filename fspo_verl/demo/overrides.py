@@ -10,8 +10,13 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-#: the CPU demo's Hydra config groups, in order
-DEMO_GROUPS = ("cluster/cpu", "model/tiny_cpu", "data/synthetic_cpu")
+#: the CPU demo's Hydra group files and the package each one fills (None: ``# @package _global_``)
+DEMO_GROUPS = (
+    ("cluster/cpu", None),
+    ("model/tiny_cpu", None),
+    ("data/synthetic_cpu", "data"),
+    ("data_extras/synthetic_cpu", None),
+)
 
 
 def _format(value: Any) -> str:
@@ -33,14 +38,17 @@ def _flatten(prefix: str, node: Any, out: list[str]) -> None:
         out.append(f"++{prefix}={_format(node)}")
 
 
-def group_overrides(groups: tuple[str, ...] = DEMO_GROUPS) -> list[str]:
-    """``++key=value`` overrides equivalent to the ``# @package _global_`` group files ``groups``."""
+def group_overrides(groups: tuple[tuple[str, str | None], ...] = DEMO_GROUPS) -> list[str]:
+    """``++key=value`` overrides equivalent to the group files ``groups`` (their ``defaults`` are verl's own)."""
     import yaml
 
     out: list[str] = []
     root = resources.files("fspo_verl") / "configs"
-    for group in groups:
-        _flatten("", yaml.safe_load((root / f"{group}.yaml").read_text()) or {}, out)
+    for group, package in groups:
+        node = yaml.safe_load((root / f"{group}.yaml").read_text()) or {}
+        node.pop("defaults", None)
+        node.pop("fspo_verl", None)  # fspo_verl's own section; verl's config has no such key
+        _flatten(package or "", node, out)
     return out
 
 
@@ -55,7 +63,6 @@ def demo_overrides(assets: dict[str, str], run_dir: str, steps: int, extra: list
         f"data.val_files={assets['val_files']}",
         f"trainer.total_training_steps={steps}",
         f"trainer.default_local_dir={run_dir}/checkpoints",
-        "trainer.project_name=fspo_verl_cpu_demo",
         "trainer.experiment_name=cpu_demo",
         *(extra or []),
     ]

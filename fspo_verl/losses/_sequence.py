@@ -105,6 +105,10 @@ def aggregate(
     Passing ``config.global_batch_info`` (dp_size, batch_num_tokens, global_batch_size, loss_scale_factor)
     makes the result invariant to micro-batching and data parallelism, exactly as verl's ``vanilla`` loss.
     """
+    if not bool(response_mask.any()):
+        # An all-padding micro-batch: agg_loss would divide 0 by a local count of 0 when no global
+        # denominators are given. It contributes nothing, so return a zero that keeps the graph.
+        return (seq_loss * 0.0).sum()
     loss_mat = seq_loss.unsqueeze(-1).expand(response_mask.shape)  # (bs, T), a view
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights  # (bs, T)

@@ -1,0 +1,135 @@
+"""Cross-setting checks run in the driver, before Ray starts any worker.
+
+verl's own ``validate_config`` checks each section; these check the combinations our presets rely on.
+Each problem is one complete sentence that names the key, its value and the fix, so ``fspo-verl validate``
+can print all of them at once instead of failing on the first.
+
+Registered checks (``CHECKS``) each take the composed config and return ``(errors, warnings)``. Another
+module can add one with ``@register_check``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+ACTOR = "actor_rollout_ref.actor"
+ROLLOUT = "actor_rollout_ref.rollout"
+SEQUENCE_LOSSES = ("fspo", "sspo")
+#: loss_agg_mode under which every sequence counts once, as the FSPO/SSPO objectives are written
+RECOMMENDED_AGG = "seq-mean-token-mean"
+
+
+@dataclass
+class Findings:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def extend(self, other: "Findings") -> None:
+        self.errors.extend(other.errors)
+        self.warnings.extend(other.warnings)
+
+
+Check = Callable[[DictConfig], Findings]
+CHECKS: list[Check] = []
+
+
+def register_check(fn: Check) -> Check:
+    CHECKS.append(fn)
+    return fn
+
+
+def _get(config: DictConfig, dotted: str, default=None):
+    node = config
+    for part in dotted.split("."):
+        if node is None or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+@register_check
+def check_exact_on_policy(config: DictConfig) -> Findings:
+    """OPO's exact on-policy recipe (arXiv 2505.23585): one gradient step per rollout batch, so the
+    importance ratio is 1 and clipping never binds; no KL loss and no entropy bonus."""
+    found = Findings()
+    if not _get(config, "fspo_verl.exact_on_policy", False):
+        return found
+    batch = _get(config, "data.train_batch_size")
+    mini = _get(config, f"{ACTOR}.ppo_mini_batch_size")
+    if mini != batch:
+        found.errors.append(
+            f"{ACTOR}.ppo_mini_batch_size={mini} breaks exact on-policy training (fspo_verl.exact_on_policy=true): "
+            f"it must equal data.train_batch_size={batch} so that each rollout batch is one gradient step; "
+            f"set {ACTOR}.ppo_mini_batch_size={batch}."
+        )
+    for key, want in (("ppo_epochs", 1), ("use_kl_loss", False), ("entropy_coeff", 0)):
+        value = _get(config, f"{ACTOR}.{key}")
+        if value != want:
+            found.errors.append(
+                f"{ACTOR}.{key}={value} breaks exact on-policy training (fspo_verl.exact_on_policy=true); "
+                f"set {ACTOR}.{key}={str(want).lower()}."
+            )
+    if _get(config, "algorithm.use_kl_in_reward", False):
+        found.errors.append(
+            "algorithm.use_kl_in_reward=True breaks exact on-policy OPO (no KL term); set algorithm.use_kl_in_reward=false."
+        )
+    return found
+
+
+@register_check
+def check_tensor_parallel_fits_a_node(config: DictConfig) -> Findings:
+    found = Findings()
+    tp = _get(config, f"{ROLLOUT}.tensor_model_parallel_size", 1) or 1
+    gpus = _get(config, "trainer.n_gpus_per_node", 1)
+    if _get(config, "trainer.device", "cuda") != "cpu" and tp > gpus:
+        found.errors.append(
+            f"{ROLLOUT}.tensor_model_parallel_size={tp} is larger than trainer.n_gpus_per_node={gpus}: "
+            f"a rollout replica cannot span nodes; set {ROLLOUT}.tensor_model_parallel_size to at most {gpus}."
+        )
+    return found
+
+
+@register_check
+def check_sequence_loss_settings(config: DictConfig) -> Findings:
+    found = Findings()
+    loss_mode = _get(config, f"{ACTOR}.policy_loss.loss_mode")
+    if loss_mode not in SEQUENCE_LOSSES:
+        return found
+    agg = _get(config, f"{ACTOR}.loss_agg_mode")
+    if agg != RECOMMENDED_AGG:
+        found.warnings.append(
+            f"{ACTOR}.loss_agg_mode={agg} with loss_mode={loss_mode}: {loss_mode} computes one loss per sequence, and "
+            f"'{agg}' weights sequences unequally (token-mean by their length); the paper's objective is a mean over "
+            f"sequences. Set {ACTOR}.loss_agg_mode={RECOMMENDED_AGG} unless you mean it."
+        )
+    target = _get(config, f"{ACTOR}.policy_loss._target_")
+    if target != "fspo_verl.config.FSPOPolicyLossConfig":
+        found.warnings.append(
+            f"{ACTOR}.policy_loss._target_={target} with loss_mode={loss_mode}: the FSPO/SSPO constants cannot be set "
+            f"and their defaults apply; set {ACTOR}.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig."
+        )
+    return found
+
+
+def run_checks(config: DictConfig) -> Findings:
+    """All registered checks plus verl's own ``validate_config``; never raises for a bad setting."""
+    found = Findings()
+    for check in CHECKS:
+        found.extend(check(config))
+    found.extend(_verl_validate(config))
+    return found
+
+
+def _verl_validate(config: DictConfig) -> Findings:
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    found = Findings()
+    try:
+        validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    except Exception as err:  # noqa: BLE001 - verl raises AssertionError, ValueError or Hydra's wrappers
+        found.errors.append(f"verl's validate_config rejected the config: {type(err).__name__}: {err}")
+    return found

@@ -1,0 +1,469 @@
+"""PODS / GFPO rollout down-sampling inside verl's V1 trainer: generate n responses per prompt, train on m.
+
+PODS (arXiv 2504.13818) and GFPO (arXiv 2508.09726). ``PODSReplayBuffer`` (sync trainer) and
+``PODSReplayBufferAsync`` (``colocate_async`` / ``separate_async``) subclass verl's V1 replay buffers.
+verl calls ``sample()`` after the reward workers have written ``rm_scores`` and before old log-prob, so
+the responses dropped here never reach old log-prob, reference log-prob, values, advantages or the actor
+update: the saving is real compute, not masked rows. Advantages are computed on the kept subset (GRPO's
+group statistics then use the m kept rewards, as in the paper).
+
+Selected purely by config::
+
+    trainer.v1.sampler.custom_sampler.path=pkg://fspo_verl.pods
+    trainer.v1.sampler.custom_sampler.name=PODSReplayBuffer          # PODSReplayBufferAsync for async modes
+    +trainer.v1.sampler.sampler_kwargs.rule=max_variance             # any name in downsampling.DOWNSAMPLERS
+    +trainer.v1.sampler.sampler_kwargs.keep=16                       # m, 1 <= m < rollout.n
+
+What one ``sample()`` does on the ``train`` partition (``val`` is passed through untouched):
+1. verl's own sampling picks ``batch_size`` finished prompt groups (with DAPO eviction when enabled).
+2. Keys are ``{uid}_{session}_{turn}``. A session (one of the n rollouts, single- or multi-turn) is one
+   response. Its reward is the sum of ``rm_scores`` of its last turn (verl copies the final reward onto
+   every turn, so summing turns would count it several times); its length is the sum of
+   ``response_mask`` over its turns.
+3. Ragged groups: a prompt with c <= keep sessions (failed or missing rollouts) is kept whole; one with
+   c > keep goes through the rule with a validity mask. Groups are never padded with fake responses.
+4. The rule picks ``keep`` sessions per prompt; every key of a dropped session is deleted from
+   TransferQueue (``kv_clear``) at once, so nothing leaks into later steps. The trainer later clears the
+   kept keys as usual.
+5. Metrics go back with the batch, in the ``(batch, metrics)`` pair verl's ``sample()`` returns, which the
+   trainer merges into the step's logged metrics: ``pods/kept``, ``pods/dropped`` (responses),
+   ``pods/reward_mean_before|after`` (mean session reward), ``pods/group_reward_var_before|after`` (mean
+   over prompts of the within-prompt population variance, 0 for a single response) and
+   ``pods/select_ms`` (wall time of steps 2-4: fetch scores, select, clear).
+
+DAPO zero-variance filtering: verl does not pass ``algorithm.filter_groups`` to a custom sampler. Set
+``+trainer.v1.sampler.sampler_kwargs.filter_groups_metric=<metric>`` (and, in sync mode,
+``...sampler_kwargs.train_batch_size=${data.train_batch_size}``) together with
+``algorithm.filter_groups.enable=True``: verl's own eviction and refill then run on all n responses before
+down-sampling, which is the right order (a group whose n rewards are all equal has zero variance in every
+subset). ``check_downsampling_config`` enforces the pairing.
+
+Driver-side check: ``check_downsampling_config(config) -> list[str]`` returns one full message per
+problem (key, bad value, corrected value); ``validate_downsampling_config(config)`` raises
+``DownsamplingConfigError`` with all of them. Call either before any Ray worker starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import transfer_queue as tq
+from omegaconf import DictConfig, OmegaConf
+from transfer_queue import KVBatchMeta
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
+
+from fspo_verl.advantages import group_ids
+from fspo_verl.downsampling import DOWNSAMPLERS, MIN_KEEP, get_downsampler
+
+KWARGS_KEY = "trainer.v1.sampler.sampler_kwargs"
+MODULE_PATHS = ("pkg://fspo_verl.pods", "pkg://fspo_verl/pods")
+SYNC_CLASS, ASYNC_CLASS = "PODSReplayBuffer", "PODSReplayBufferAsync"
+
+
+class DownsamplingConfigError(ValueError):
+    """Raised in the driver when the PODS settings would fail or silently mis-train."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DownsamplingSettings:
+    """``trainer.v1.sampler.sampler_kwargs`` for PODS.
+
+    Attributes:
+        keep: m, responses kept per prompt.
+        rule: a name registered with ``register_downsampler``.
+        seed: seed of the ``random`` rule; step t uses ``seed * 1_000_003 + t`` so that a resumed run
+            repeats the same choices.
+        filter_groups_metric: DAPO metric ("reward" or a ``reward_extra_info`` key); None disables it.
+        train_batch_size: prompts per step, required by sync-mode DAPO refill.
+        max_inflight_gen_batches: sync-mode DAPO bound on speculative generation (verl's default 1).
+    """
+
+    keep: int
+    rule: str = "max_variance"
+    seed: int = 0
+    filter_groups_metric: str | None = None
+    train_batch_size: int | None = None
+    max_inflight_gen_batches: int = 1
+
+    @classmethod
+    def parse(cls, sampler_kwargs: Mapping | None) -> DownsamplingSettings:
+        """Build from sampler_kwargs; raises ``DownsamplingConfigError`` naming the bad key."""
+        raw = _plain(sampler_kwargs) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise DownsamplingConfigError(
+                f"{KWARGS_KEY} has unknown key(s) {unknown}; PODS accepts {sorted(names)}. Remove or rename them."
+            )
+        if raw.get("keep", "???") == "???":  # absent, or the recipe's mandatory placeholder
+            raise DownsamplingConfigError(
+                f"{KWARGS_KEY}.keep is not set; set +{KWARGS_KEY}.keep=<m>, the responses kept per prompt "
+                "(e.g. rollout.n/4 as in the PODS paper)"
+            )
+        keep = raw["keep"]
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise DownsamplingConfigError(f"{KWARGS_KEY}.keep={keep!r} must be a positive integer")
+        rule = raw.get("rule", cls.rule)
+        if rule not in DOWNSAMPLERS:
+            raise DownsamplingConfigError(
+                f"{KWARGS_KEY}.rule={rule!r} is not a registered down-sampling rule; "
+                f"set {KWARGS_KEY}.rule to one of {sorted(DOWNSAMPLERS)}"
+            )
+        return cls(**raw)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+class _DownsamplingMixin:
+    """``sample()`` = verl's sampling, then keep ``settings.keep`` sessions per prompt (see module doc)."""
+
+    _expected_modes: tuple[str, ...] = ()
+
+    def __init__(self, *, trainer_mode: str, sampler_kwargs: Any, **kwargs: Any):
+        self.settings = DownsamplingSettings.parse(sampler_kwargs)
+        if trainer_mode not in self._expected_modes:
+            right = SYNC_CLASS if trainer_mode == "sync" else ASYNC_CLASS
+            raise DownsamplingConfigError(
+                f"trainer.v1.sampler.custom_sampler.name={type(self).__name__} does not serve "
+                f"trainer.v1.trainer_mode={trainer_mode}; set trainer.v1.sampler.custom_sampler.name={right}"
+            )
+        self._rule = get_downsampler(self.settings.rule)
+        if self.settings.filter_groups_metric is not None:
+            if trainer_mode == "sync" and not self.settings.train_batch_size:
+                raise DownsamplingConfigError(
+                    f"{KWARGS_KEY}.filter_groups_metric needs {KWARGS_KEY}.train_batch_size in sync mode; "
+                    f"set +{KWARGS_KEY}.train_batch_size=${{data.train_batch_size}}"
+                )
+            kwargs.update(
+                filter_groups_metric=self.settings.filter_groups_metric,
+                train_batch_size=self.settings.train_batch_size,
+                gen_batch_size=1,
+                max_inflight_gen_batches=self.settings.max_inflight_gen_batches,
+            )
+        super().__init__(trainer_mode=trainer_mode, sampler_kwargs=sampler_kwargs, **kwargs)
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[KVBatchMeta, dict]:
+        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        if partition_id == "val" or len(batch) == 0:
+            return batch, metrics
+        kept, pods_metrics = self.downsample(batch, global_steps)
+        return kept, {**metrics, **pods_metrics}
+
+    def downsample(self, batch: KVBatchMeta, global_steps: int) -> tuple[KVBatchMeta, dict[str, float]]:
+        """Keep ``settings.keep`` sessions per prompt of ``batch``; clear every other key from TransferQueue."""
+        start = time.perf_counter()
+        sessions = _Sessions.read(batch)
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + int(global_steps))
+        kept_session = keep_per_group(
+            sessions.rewards, sessions.lengths, sessions.group, self.settings.keep, self._rule, generator
+        )  # (S,) bool
+        kept_key = kept_session[sessions.session_of_key]  # (K,) bool
+        dropped = [key for key, keep in zip(batch.keys, kept_key.tolist(), strict=True) if not keep]
+        if dropped:
+            tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
+        keep_list = kept_key.tolist()
+        out = KVBatchMeta(
+            keys=[k for k, keep in zip(batch.keys, keep_list, strict=True) if keep],
+            tags=[t for t, keep in zip(batch.tags, keep_list, strict=True) if keep],
+            partition_id=batch.partition_id,
+            fields=batch.fields,
+            extra_info=batch.extra_info,
+        )
+        metrics = downsampling_metrics(sessions.rewards, sessions.group, kept_session)
+        metrics["pods/select_ms"] = (time.perf_counter() - start) * 1e3
+        return out, metrics
+
+
+class PODSReplayBuffer(_DownsamplingMixin, ReplayBuffer):
+    """verl's sync V1 ``ReplayBuffer`` with PODS/GFPO down-sampling. For ``trainer.v1.trainer_mode=sync``."""
+
+    _expected_modes = ("sync",)
+
+
+class PODSReplayBufferAsync(_DownsamplingMixin, ReplayBufferAsync):
+    """verl's ``ReplayBufferAsync`` with PODS/GFPO down-sampling. For ``colocate_async``/``separate_async``."""
+
+    _expected_modes = ("colocate_async", "separate_async")
+
+
+@dataclasses.dataclass
+class _Sessions:
+    """One row per session (response) of a sampled batch.
+
+    rewards: (S,) float64, rm_scores sum of the session's last turn.
+    lengths: (S,) float64, response_mask sum over the session's turns.
+    group: (S,) long, dense prompt id.
+    session_of_key: (K,) long, the session of each batch key.
+    """
+
+    rewards: torch.Tensor
+    lengths: torch.Tensor
+    group: torch.Tensor
+    session_of_key: torch.Tensor
+
+    @classmethod
+    def read(cls, batch: KVBatchMeta) -> _Sessions:
+        parts = [key.split("_") for key in batch.keys]
+        bad = [key for key, p in zip(batch.keys, parts, strict=True) if len(p) != 3]
+        if bad:
+            raise ValueError(f"PODS expects TransferQueue keys '{{uid}}_{{session}}_{{turn}}', got {bad[:3]}")
+        try:
+            data = tq.kv_batch_get(
+                keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores", "response_mask"]
+            )
+            scores = [float(v.sum()) for v in data["rm_scores"]]  # K floats
+            token_counts = [float(v.sum()) for v in data["response_mask"]]  # K floats
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise RuntimeError(
+                "PODS needs each trajectory's rm_scores at sampling time, but TransferQueue has none "
+                f"({err}). The reward must be computed by the reward-loop workers: use a rule-based reward or "
+                "set reward.reward_model.enable_resource_pool=True."
+            ) from err
+        session_names = [f"{p[0]}_{p[1]}" for p in parts]
+        session_of_key, n_sessions = group_ids(session_names)  # (K,), S
+        turn = torch.tensor([int(p[2]) for p in parts], dtype=torch.long)  # (K,)
+        score = torch.tensor(scores, dtype=torch.float64)  # (K,)
+        # the last turn of each session: max turn index per session, then the key holding it
+        last_turn = torch.full((n_sessions,), -1, dtype=torch.long).scatter_reduce(
+            0, session_of_key, turn, reduce="amax"
+        )  # (S,)
+        is_last = turn == last_turn[session_of_key]  # (K,) bool
+        rewards = torch.zeros(n_sessions, dtype=torch.float64).index_add_(0, session_of_key[is_last], score[is_last])
+        lengths = torch.zeros(n_sessions, dtype=torch.float64).index_add_(
+            0, session_of_key, torch.tensor(token_counts, dtype=torch.float64)
+        )  # (S,)
+        first_key = torch.full((n_sessions,), len(parts), dtype=torch.long).scatter_reduce(
+            0, session_of_key, torch.arange(len(parts)), reduce="amin"
+        )  # (S,)
+        group, _ = group_ids([parts[i][0] for i in first_key.tolist()])  # (S,)
+        return cls(rewards=rewards, lengths=lengths, group=group, session_of_key=session_of_key)
+
+
+def keep_per_group(
+    rewards: torch.Tensor,
+    lengths: torch.Tensor,
+    group: torch.Tensor,
+    keep: int,
+    rule: Any,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Which responses to keep: ``keep`` per group by ``rule``; groups of ``keep`` or fewer stay whole.
+
+    Args:
+        rewards: (S,) float, lengths: (S,), group: (S,) long dense group ids 0..G-1, in any order.
+        keep: m. rule: a registered rule ``(rewards, lengths, valid, m, generator) -> (R, m)``.
+
+    Returns:
+        (S,) bool.
+    """
+    n_groups = int(group.max()) + 1 if group.numel() else 0
+    counts = torch.bincount(group, minlength=n_groups)  # (G,)
+    order = torch.sort(group, stable=True).indices  # (S,) sessions grouped, original order within a group
+    starts = counts.cumsum(0) - counts  # (G,)
+    slot = torch.empty_like(group)
+    slot[order] = torch.arange(group.numel()) - starts[group[order]]  # (S,) position within its group
+    width = int(counts.max()) if n_groups else 0
+    valid = torch.zeros(n_groups, width, dtype=torch.bool).index_put_((group, slot), torch.tensor(True))  # (G, n)
+    padded_r = torch.zeros(n_groups, width, dtype=torch.float64).index_put_((group, slot), rewards.double())  # (G, n)
+    padded_l = torch.zeros(n_groups, width, dtype=torch.float64).index_put_((group, slot), lengths.double())  # (G, n)
+
+    kept = valid.clone()  # (G, n) groups with <= keep responses keep all
+    rows = torch.nonzero(counts > keep).squeeze(1)  # (R,)
+    if rows.numel():
+        chosen = rule(padded_r[rows], padded_l[rows], valid[rows], keep, generator)  # (R, m)
+        kept[rows] = torch.zeros_like(valid[rows]).scatter_(1, chosen, True)
+    return kept[group, slot]  # (S,)
+
+
+def downsampling_metrics(rewards: torch.Tensor, group: torch.Tensor, kept: torch.Tensor) -> dict[str, float]:
+    """pods/* metrics for (S,) rewards, (S,) dense group ids and the (S,) bool kept mask."""
+
+    def mean_group_var(mask: torch.Tensor) -> float:
+        g, r = group[mask], rewards[mask].double()  # (S',)
+        n_groups = int(group.max()) + 1
+        count = torch.bincount(g, minlength=n_groups).double()  # (G,)
+        total = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, g, r)  # (G,)
+        mean = total / count.clamp(min=1)  # (G,)
+        sq_dev = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, g, (r - mean[g]) ** 2)  # (G,)
+        present = count > 0
+        return float((sq_dev[present] / count[present]).mean())
+
+    return {
+        "pods/kept": int(kept.sum()),
+        "pods/dropped": int((~kept).sum()),
+        "pods/reward_mean_before": float(rewards.mean()),
+        "pods/reward_mean_after": float(rewards[kept].mean()),
+        "pods/group_reward_var_before": mean_group_var(torch.ones_like(kept)),
+        "pods/group_reward_var_after": mean_group_var(kept),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Driver-side configuration check
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _get(config: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(config, key, default=default)
+
+
+def pods_enabled(config: DictConfig) -> bool:
+    """True when ``trainer.v1.sampler.custom_sampler.path`` points at this module."""
+    path = _get(config, "trainer.v1.sampler.custom_sampler.path")
+    return bool(path) and (path in MODULE_PATHS or str(path).replace("\\", "/").endswith("fspo_verl/pods.py"))
+
+
+def corrected_mini_batch_size(prompts_per_step: int, n: int, keep: int, current: int) -> int | None:
+    """A ``ppo_mini_batch_size`` (prompts, scaled by n inside verl) whose n-multiple divides prompts*keep.
+
+    Prefers ``current * keep / n`` (same number of updates per step as without PODS); otherwise the valid
+    value closest to it (ties to the larger). None if no value works (then train_batch_size must change).
+    """
+    samples = prompts_per_step * keep
+    valid = [v for v in range(1, samples // n + 1) if samples % (v * n) == 0]
+    if not valid:
+        return None
+    target = current * keep / n
+    return min(valid, key=lambda v: (abs(v - target), -v))
+
+
+def check_downsampling_config(config: DictConfig) -> list[str]:
+    """Problems with the PODS settings of a composed verl config; empty when PODS is off or correct.
+
+    Args:
+        config: the full trainer config (verl's ``ppo_trainer.yaml`` composed with the user's overrides).
+
+    Returns:
+        One message per problem, each naming the config key, its bad value and the value to set.
+    """
+    sampler_kwargs = _plain(_get(config, KWARGS_KEY)) or {}
+    if not pods_enabled(config):
+        custom = _get(config, "trainer.v1.sampler.custom_sampler.path")
+        if not custom and {"keep", "rule"} & set(sampler_kwargs):
+            return [
+                f"{KWARGS_KEY} sets {sorted({'keep', 'rule'} & set(sampler_kwargs))} but "
+                "trainer.v1.sampler.custom_sampler.path=null, so verl's built-in buffer ignores them and no "
+                f"down-sampling happens; set trainer.v1.sampler.custom_sampler.path={MODULE_PATHS[0]} and "
+                f"trainer.v1.sampler.custom_sampler.name={SYNC_CLASS}"
+            ]
+        return []
+
+    problems: list[str] = []
+    mode = _get(config, "trainer.v1.trainer_mode", "sync")
+    name = _get(config, "trainer.v1.sampler.custom_sampler.name")
+    right_name = SYNC_CLASS if mode == "sync" else ASYNC_CLASS
+    if name != right_name:
+        problems.append(
+            f"trainer.v1.sampler.custom_sampler.name={name} does not match trainer.v1.trainer_mode={mode}; "
+            f"set trainer.v1.sampler.custom_sampler.name={right_name}"
+        )
+    try:
+        settings = DownsamplingSettings.parse(sampler_kwargs)
+    except DownsamplingConfigError as err:
+        return [*problems, str(err)]
+
+    n = int(_get(config, "actor_rollout_ref.rollout.n"))
+    keep = settings.keep
+    if keep >= n:
+        problems.append(
+            f"{KWARGS_KEY}.keep={keep} must be smaller than actor_rollout_ref.rollout.n={n}; set "
+            f"{KWARGS_KEY}.keep={max(MIN_KEEP.get(settings.rule, 1), n // 4)} (the PODS paper's n/m = 4) or raise "
+            f"actor_rollout_ref.rollout.n above {keep}"
+        )
+    min_keep = MIN_KEEP.get(settings.rule, 1)
+    if keep < min_keep:
+        problems.append(
+            f"{KWARGS_KEY}.keep={keep} is below the minimum {min_keep} of rule {settings.rule} "
+            f"(a single response has no variance); set {KWARGS_KEY}.keep={min_keep}"
+        )
+
+    reward_model = "reward.reward_model"
+    if _get(config, f"{reward_model}.enable", False) and not _get(config, f"{reward_model}.enable_resource_pool", False):
+        problems.append(
+            f"{reward_model}.enable_resource_pool=False with {reward_model}.enable=True computes rewards after "
+            "sampling, so PODS would have no rm_scores to select on; set "
+            f"{reward_model}.enable_resource_pool=True"
+        )
+
+    problems += _dapo_problems(config, settings, mode)
+    if keep < n:
+        problems += _geometry_problems(config, n, keep, mode)
+    return problems
+
+
+def _dapo_problems(config: DictConfig, settings: DownsamplingSettings, mode: str) -> list[str]:
+    problems = []
+    dapo_on = bool(_get(config, "algorithm.filter_groups.enable", False))
+    dapo_metric = _get(config, "algorithm.filter_groups.metric", "reward")
+    if dapo_on and settings.filter_groups_metric != dapo_metric:
+        problems.append(
+            f"algorithm.filter_groups.enable=True but {KWARGS_KEY}.filter_groups_metric="
+            f"{settings.filter_groups_metric}: verl does not pass DAPO settings to a custom sampler, so no "
+            f"group would be filtered; set +{KWARGS_KEY}.filter_groups_metric={dapo_metric}"
+        )
+    if settings.filter_groups_metric is not None and not dapo_on:
+        problems.append(
+            f"{KWARGS_KEY}.filter_groups_metric={settings.filter_groups_metric} with "
+            "algorithm.filter_groups.enable=False: verl then fetches refill prompts in whole train batches and "
+            "the refill fails; set algorithm.filter_groups.enable=True"
+        )
+    tbs = int(_get(config, "data.train_batch_size"))
+    if settings.filter_groups_metric is not None and mode == "sync" and settings.train_batch_size != tbs:
+        problems.append(
+            f"{KWARGS_KEY}.train_batch_size={settings.train_batch_size} must equal data.train_batch_size={tbs} "
+            f"for sync DAPO refill; set +{KWARGS_KEY}.train_batch_size={tbs}"
+        )
+    return problems
+
+
+def _geometry_problems(config: DictConfig, n: int, keep: int, mode: str) -> list[str]:
+    """After down-sampling a step holds prompts*keep samples; each mini-batch must divide it exactly."""
+    tbs = int(_get(config, "data.train_batch_size"))
+    sync_step = int(_get(config, f"trainer.v1.{mode}.parameter_sync_step", 1) or 1)
+    prompts = tbs // sync_step  # prompts per sample() call
+    samples = prompts * keep
+    problems = []
+    roles = [("actor_rollout_ref.actor", True)]
+    try:
+        from verl.trainer.ppo.utils import need_critic
+
+        roles.append(("critic", need_critic(config)))
+    except Exception:  # noqa: BLE001 - a config without critic keys simply has no critic
+        pass
+    for role, active in roles:
+        if not active:
+            continue
+        key = f"{role}.ppo_mini_batch_size"
+        mini = int(_get(config, key))
+        if samples % (mini * n) == 0:
+            continue
+        fixed = corrected_mini_batch_size(prompts, n, keep, mini)
+        head = (
+            f"{key}={mini} counts prompts and verl multiplies it by actor_rollout_ref.rollout.n={n}, so a "
+            f"mini-batch is {mini * n} samples, but after down-sampling a step holds data.train_batch_size"
+            f"{'/parameter_sync_step' if sync_step > 1 else ''}={prompts} x keep={keep} = {samples} samples; "
+            "verl would pad with dummy rows and dilute seq-mean losses. "
+        )
+        if fixed is not None:
+            problems.append(head + f"Set {key}={fixed} (prompts_per_update * keep / n).")
+        else:
+            step = n // math.gcd(n, keep) * sync_step
+            problems.append(
+                head + f"No {key} fits: set data.train_batch_size to a multiple of {step} "
+                f"(e.g. {max(step, tbs // step * step)}) or choose keep so that n divides train_batch_size*keep."
+            )
+    return problems
+
+
+def validate_downsampling_config(config: DictConfig) -> None:
+    """Raise ``DownsamplingConfigError`` listing every problem ``check_downsampling_config`` finds."""
+    problems = check_downsampling_config(config)
+    if problems:
+        raise DownsamplingConfigError("PODS configuration problems:\n- " + "\n- ".join(problems))

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The CPU demo: FSPO on a tiny local Qwen2-style model and a synthetic verifiable task, through verl's real
+# V1 trainer on CPU (Ray, TransferQueue, FSDP2 over gloo, the embedded `hf` rollout). Nothing is downloaded.
+# Extra Hydra overrides pass through, e.g.:  recipes/cpu_demo.sh downsampling=pods trainer.total_training_steps=5
+set -euo pipefail
+
+OVERRIDES=(
+  algorithm=fspo
+  model=tiny_cpu
+  data=synthetic_cpu
+  cluster=cpu
+)
+
+exec fspo-verl train "${OVERRIDES[@]}" "$@"

@@ -1,0 +1,56 @@
+"""Shared fixtures: verl's real Hydra config and the actor config verl builds from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import verl  # noqa: F401  - loads our entry point exactly as a worker does
+from verl.utils.config import omega_conf_to_dataclass
+
+VERL_CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
+
+FSPO_TARGET = "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig"
+
+# Enough to pass verl's validate_config on one "GPU" without touching a model or a dataset.
+BASE_OVERRIDES = [
+    "algorithm.adv_estimator=grpo",
+    "trainer.n_gpus_per_node=1",
+    "trainer.nnodes=1",
+    "data.train_batch_size=4",
+    "actor_rollout_ref.rollout.n=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
+]
+
+
+def compose_verl(overrides: list[str]):
+    """verl's own ppo_trainer.yaml, composed by Hydra with ``overrides`` (as ``main_ppo`` would)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=VERL_CONFIG_DIR, version_base=None):
+        return compose(config_name="ppo_trainer", overrides=BASE_OVERRIDES + list(overrides))
+
+
+def actor_config(overrides: list[str]):
+    """The frozen actor config dataclass that verl's workers hand to the policy loss."""
+    return omega_conf_to_dataclass(compose_verl(overrides).actor_rollout_ref.actor)
+
+
+@pytest.fixture(scope="session")
+def fspo_actor_config():
+    return actor_config([FSPO_TARGET, "actor_rollout_ref.actor.policy_loss.loss_mode=fspo"])
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
