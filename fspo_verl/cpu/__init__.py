@@ -18,7 +18,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from fspo_verl.cpu.checks import CPUConfigError, check_cpu_config, required_logical_cpus
+from fspo_verl.cpu.checks import CPUConfigError, check_cpu_config, register_launcher_check, required_logical_cpus
 from fspo_verl.cpu.platform import PLATFORM_NAME
 
 HF_ROLLOUT = "hf"
@@ -104,6 +104,7 @@ def register() -> None:
 
     register_platform()
     register_resolver()
+    register_launcher_check()
     RolloutReplicaRegistry.register(HF_ROLLOUT, load_hf_replica)
     _ROLLOUT_REGISTRY[(HF_ROLLOUT, "async")] = HF_ADAPTER_PATH  # verl has no register function for adapters
     if backend_selected():

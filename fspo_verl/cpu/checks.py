@@ -53,6 +53,30 @@ def check_cpu_config(config: Any, ray_resources: dict[str, float] | None = None)
     ray_resources: the cluster's logical resources when Ray is already running (``ray.cluster_resources()``);
     otherwise they are read from ``ray_kwargs.ray_init`` (``num_cpus`` null means ``os.cpu_count()``).
     """
+    problems = cpu_config_problems(config, ray_resources)
+    if problems:
+        raise CPUConfigError("the CPU backend cannot run this config:\n  - " + "\n  - ".join(problems))
+
+
+def register_launcher_check() -> None:
+    """Add the CPU checks to ``fspo-verl validate|train`` (``fspo_verl.checks``) for ``fspo_verl.backend=cpu``."""
+    from fspo_verl import checks
+
+    if _launcher_check in checks.CHECKS:
+        return
+    checks.register_check(_launcher_check)
+
+
+def _launcher_check(config: DictConfig):
+    from fspo_verl.checks import Findings
+
+    if _get(config, "fspo_verl.backend") != "cpu":
+        return Findings()
+    return Findings(errors=cpu_config_problems(config))
+
+
+def cpu_config_problems(config: Any, ray_resources: dict[str, float] | None = None) -> list[str]:
+    """Every reason ``config`` cannot run on the CPU backend, one sentence each (see :func:`check_cpu_config`)."""
     problems: list[str] = []
     rollout = _get(config, "actor_rollout_ref.rollout.name")
     if rollout != "hf":
@@ -103,5 +127,4 @@ def check_cpu_config(config: Any, ray_resources: dict[str, float] | None = None)
             f"even on CPU and needs {workers} logical GPUs. Fix: +ray_kwargs.ray_init.num_gpus={workers} "
             "(logical only; nothing uses a GPU)."
         )
-    if problems:
-        raise CPUConfigError("the CPU backend cannot run this config:\n  - " + "\n  - ".join(problems))
+    return problems

@@ -14,6 +14,7 @@ from e2e.cpu_run import FSPO, assert_finite, assert_succeeded, run_cpu_demo
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 REWARD_AND_LOSS = ["critic/score/mean", "critic/rewards/mean", "actor/pg_loss", "actor/grad_norm", "actor/entropy"]
+PROMPTS_PER_STEP = 64  # data.train_batch_size of data=synthetic_cpu
 SYNC = ["training/rollout_probs_diff_max", "training/rollout_probs_diff_mean"]
 
 
@@ -90,7 +91,7 @@ def test_opo_vectorized_runs_on_policy(tmp_path, cache_dir):
     extra = [
         "algorithm.adv_estimator=opo_vectorized",
         # exact on-policy (arXiv 2505.23585): one update per rollout batch, no KL, no entropy bonus
-        "actor_rollout_ref.actor.ppo_mini_batch_size=32",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={PROMPTS_PER_STEP}",
         "actor_rollout_ref.actor.ppo_epochs=1",
         "actor_rollout_ref.actor.use_kl_loss=false",
         "actor_rollout_ref.actor.entropy_coeff=0",
@@ -101,3 +102,29 @@ def test_opo_vectorized_runs_on_policy(tmp_path, cache_dir):
     assert sorted(result.metrics) == [1, 2]
     assert_finite(result, REWARD_AND_LOSS + SYNC + ["critic/advantages/mean"])
     assert result.metrics[2]["actor/pg_clipfrac"] == 0.0  # ratio 1: clipping is inactive on-policy
+
+
+def test_pods_downsampling_keeps_m_of_n(tmp_path, cache_dir):
+    prompts, n, keep = 64, 8, 4
+    extra = [
+        *FSPO,
+        "trainer.v1.sampler.custom_sampler.path=pkg://fspo_verl.pods",
+        "trainer.v1.sampler.custom_sampler.name=PODSReplayBuffer",
+        "+trainer.v1.sampler.sampler_kwargs.rule=max_variance",
+        f"+trainer.v1.sampler.sampler_kwargs.keep={keep}",
+        # two updates per step on the kept samples: prompts_per_update * keep / n
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={prompts // 2 * keep // n}",
+        f"data.train_batch_size={prompts}",
+        "trainer.val_before_train=false",
+    ]
+    result = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra)
+    assert_succeeded(result)
+    assert sorted(result.metrics) == [1, 2]
+    assert_finite(result, REWARD_AND_LOSS + SYNC + length_bin_keys("fspo") + ["pods/reward_mean_after"])
+    for step in (1, 2):
+        values = result.metrics[step]
+        assert values["pods/kept"] == prompts * keep and values["pods/dropped"] == prompts * (n - keep)
+        # max-variance selection never lowers the mean within-group reward variance
+        assert values["pods/group_reward_var_after"] >= values["pods/group_reward_var_before"] - 1e-9
+        # the actor trained on the kept samples only: the fspo bins count them (per micro-batch mean > 0)
+        assert values["actor/fspo/seqs_len_0_256"] > 0
