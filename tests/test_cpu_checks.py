@@ -47,8 +47,11 @@ def test_bad_setting_names_key_value_and_fix(override, key, fix):
 
 
 def test_flash_attention_is_the_default_and_rejected():
+    from omegaconf import open_dict
+
     cfg = verl_config()
-    del cfg.actor_rollout_ref.model.override_config["attn_implementation"]
+    with open_dict(cfg):
+        del cfg.actor_rollout_ref.model.override_config["attn_implementation"]
     with pytest.raises(CPUConfigError, match="flash-attention"):
         check_cpu_config(cfg)
 

@@ -90,14 +90,14 @@ def test_gloo_process_group_initialises_where_verls_string_fails():
         except Exception:
             verl_string_ok = False
         initialize_global_process_group_ray()
-        t = torch_t = __import__("torch").ones(2)
+        t = __import__("torch").ones(2)
         dist.all_reduce(t)
         print(json.dumps({"verl_string_ok": verl_string_ok, "backend": str(dist.get_backend()), "sum": t.tolist()}))
         dist.destroy_process_group()
         """
     )
     assert report["verl_string_ok"] is False  # negative control: the string verl builds on cpu is rejected
-    assert report["backend"] == "gloo" and report["sum"] == [1.0, 1.0]
+    assert report["backend"] == "cpu:gloo" and report["sum"] == [1.0, 1.0]
 
 
 def test_fsdp_engine_resolves_on_cpu_with_unpinned_offload():

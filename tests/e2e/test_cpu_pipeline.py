@@ -40,7 +40,7 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
     assert sorted(first.metrics) == [1, 2]
     assert_finite(first, REWARD_AND_LOSS + SYNC + length_bin_keys("fspo"))
     assert first.metrics[2]["actor/fspo/seqs_len_0_256"] > 0  # every response is shorter than 256 tokens
-    assert "val-core/fspo_next_digit/reward/mean@1" in first.metrics[2]
+    assert "val-core/fspo_next_digit/acc/mean@1" in first.metrics[2]
     # on-policy: the server's log-probs match the actor's up to bf16-vs-fp32 rounding (a stale server: ~1e-1)
     assert first.metrics[2]["training/rollout_probs_diff_max"] < 0.05
 
