@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 #: each weight sync; the end-to-end test compares them with the actor's checkpoint of step N
 DIGEST_DIR_ENV = "FSPO_VERL_HF_DIGEST_DIR"
 
+#: if "1", the server acknowledges weight syncs without applying them: a stale server, used by the end-to-end
+#: test as the negative control of on-policy generation (never set it in a real run)
+FREEZE_ENV = "FSPO_VERL_HF_FREEZE_WEIGHTS"
+
 #: most requests decoded in one batch. Our choice: beyond ~64 rows the CPU forward gets memory-bound and
 #: a long batch makes short requests wait; 64 covers a demo step (8 prompts x 8 samples) in one batch.
 MAX_BATCH_SIZE = 64
@@ -174,6 +178,7 @@ class HFRolloutServer:
         return await asyncio.to_thread(self._write_weights, bucket)
 
     def _write_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> int:
+        frozen = os.environ.get(FREEZE_ENV) == "1"
         with self._model_lock, torch.no_grad():
             for name, tensor in bucket:
                 param = self._params.get(name)
@@ -181,7 +186,8 @@ class HFRolloutServer:
                     raise KeyError(f"hf rollout server: the actor sent weight {name!r}, which the server model lacks")
                 if param.shape != tensor.shape:
                     raise ValueError(f"hf rollout server: {name} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}")
-                param.copy_(tensor)
+                if not frozen:
+                    param.copy_(tensor)
                 self._received.add(id(param))
         return len(bucket)
 

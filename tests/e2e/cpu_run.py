@@ -33,7 +33,9 @@ class RunResult:
     run_dir: Path
 
 
-def run_cpu_demo(run_dir: Path, cache_dir: Path, steps: int, extra: list[str]) -> RunResult:
+def run_cpu_demo(
+    run_dir: Path, cache_dir: Path, steps: int, extra: list[str], env_extra: dict[str, str] | None = None
+) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     assets = ensure_assets(cache_dir)
     env = {
@@ -42,6 +44,7 @@ def run_cpu_demo(run_dir: Path, cache_dir: Path, steps: int, extra: list[str]) -
         "VERL_FILE_LOGGER_PATH": str(run_dir / f"metrics_{len(list(run_dir.glob('metrics_*.jsonl')))}.jsonl"),
         "TENSORBOARD_DIR": str(run_dir / "tensorboard"),
         DIGEST_DIR_ENV: str(run_dir / "server_digests"),
+        **(env_extra or {}),
     }
     args = demo_overrides(assets, str(run_dir), steps, ["trainer.logger=[console,file,tensorboard]", *extra])
     proc = subprocess.run(

@@ -34,15 +34,19 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
         "trainer.save_freq=2",
         "trainer.test_freq=2",
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
+        # a reference model too: its FSDP2 engine offloads with CPUOffloadPolicy, which must not pin memory
+        "actor_rollout_ref.actor.use_kl_loss=true",
     ]
     first = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra)
     assert_succeeded(first)
     assert sorted(first.metrics) == [1, 2]
-    assert_finite(first, REWARD_AND_LOSS + SYNC + length_bin_keys("fspo"))
+    assert_finite(first, REWARD_AND_LOSS + SYNC + length_bin_keys("fspo") + ["actor/kl_loss"])
     assert first.metrics[2]["actor/fspo/seqs_len_0_256"] > 0  # every response is shorter than 256 tokens
     assert "val-core/fspo_next_digit/acc/mean@1" in first.metrics[2]
-    # on-policy: the server's log-probs match the actor's up to bf16-vs-fp32 rounding (a stale server: ~1e-1)
-    assert first.metrics[2]["training/rollout_probs_diff_max"] < 0.05
+    # on-policy: the server's token probabilities equal the actor's up to fp32 rounding (measured ~1e-7;
+    # test_a_frozen_server_is_caught is the negative control)
+    for step in (1, 2):
+        assert first.metrics[step]["training/rollout_probs_diff_max"] < 1e-4
 
     # the weights each hf server holds after step 2 are bit-equal to the actor's checkpoint of step 2
     ckpt = tmp_path / "checkpoints" / "global_step_2"
@@ -128,3 +132,15 @@ def test_pods_downsampling_keeps_m_of_n(tmp_path, cache_dir):
         assert values["pods/group_reward_var_after"] >= values["pods/group_reward_var_before"] - 1e-9
         # the actor trained on the kept samples only: the fspo bins count them (per micro-batch mean > 0)
         assert values["actor/fspo/seqs_len_0_256"] > 0
+
+
+def test_a_frozen_server_is_caught(tmp_path, cache_dir):
+    """Negative control for the on-policy check: a server that ignores weight syncs generates from the initial
+    weights, so after the first update its token probabilities differ from the actor's."""
+    from fspo_verl.cpu.hf_server import FREEZE_ENV
+
+    extra = [*FSPO, "trainer.val_before_train=false"]
+    result = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra, env_extra={FREEZE_ENV: "1"})
+    assert_succeeded(result)
+    assert result.metrics[1]["training/rollout_probs_diff_max"] < 1e-4  # same initial weights on both sides
+    assert result.metrics[2]["training/rollout_probs_diff_max"] > 1e-3  # stale by one step
