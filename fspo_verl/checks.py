@@ -133,3 +133,11 @@ def _verl_validate(config: DictConfig) -> Findings:
     except Exception as err:  # noqa: BLE001 - verl raises AssertionError, ValueError or Hydra's wrappers
         found.errors.append(f"verl's validate_config rejected the config: {type(err).__name__}: {err}")
     return found
+
+
+@register_check
+def check_downsampling(config: DictConfig) -> Findings:
+    """PODS/GFPO settings and the batch geometry after keeping m of n (``fspo_verl.pods``)."""
+    from fspo_verl.pods import check_downsampling_config
+
+    return Findings(errors=check_downsampling_config(config))

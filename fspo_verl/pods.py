@@ -100,14 +100,17 @@ class DownsamplingSettings:
             raise DownsamplingConfigError(
                 f"{KWARGS_KEY} has unknown key(s) {unknown}; PODS accepts {sorted(names)}. Remove or rename them."
             )
-        if raw.get("keep", "???") == "???":  # absent, or the recipe's mandatory placeholder
+        if raw.get("keep", None) in (None, "???"):  # absent, or the preset's null/mandatory placeholder
             raise DownsamplingConfigError(
                 f"{KWARGS_KEY}.keep is not set; set +{KWARGS_KEY}.keep=<m>, the responses kept per prompt "
                 "(e.g. rollout.n/4 as in the PODS paper)"
             )
         keep = raw["keep"]
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise DownsamplingConfigError(f"{KWARGS_KEY}.keep={keep!r} must be a positive integer")
+            raise DownsamplingConfigError(
+                f"{KWARGS_KEY}.keep={keep!r} must be a positive integer; set {KWARGS_KEY}.keep=<m>, the responses "
+                "kept per prompt (e.g. rollout.n/4 as in the PODS paper)"
+            )
         rule = raw.get("rule", cls.rule)
         if rule not in DOWNSAMPLERS:
             raise DownsamplingConfigError(

@@ -11,4 +11,5 @@ OVERRIDES=(
   cluster=cpu
 )
 
-exec fspo-verl train "${OVERRIDES[@]}" "$@"
+# FSPO_VERL_COMMAND=validate composes and checks these overrides without launching anything.
+exec fspo-verl "${FSPO_VERL_COMMAND:-train}" "${OVERRIDES[@]}" "$@"

@@ -21,4 +21,5 @@ OVERRIDES=(
   trainer.experiment_name=opo_r1_distill_qwen_7b
 )
 
-exec fspo-verl train "${OVERRIDES[@]}" "$@"
+# FSPO_VERL_COMMAND=validate composes and checks these overrides without launching anything.
+exec fspo-verl "${FSPO_VERL_COMMAND:-train}" "${OVERRIDES[@]}" "$@"

@@ -20,4 +20,5 @@ OVERRIDES=(
   trainer.experiment_name=pods_128_32_qwen2_5_3b_gsm8k
 )
 
-exec fspo-verl train "${OVERRIDES[@]}" "$@"
+# FSPO_VERL_COMMAND=validate composes and checks these overrides without launching anything.
+exec fspo-verl "${FSPO_VERL_COMMAND:-train}" "${OVERRIDES[@]}" "$@"

@@ -182,7 +182,7 @@ def test_corrected_mini_batch_size_prefers_the_rescaled_value() -> None:
 
 
 def test_recipe_config_group_selects_pods_by_config_alone() -> None:
-    group = ("hydra.searchpath=[pkg://fspo_verl.configs]", "+pods=max_variance")
+    group = ("hydra.searchpath=[pkg://fspo_verl.configs]", "+downsampling=pods")
     config = _compose(*group, "actor_rollout_ref.rollout.n=8", "data.train_batch_size=8",
                       "actor_rollout_ref.actor.ppo_mini_batch_size=2", "trainer.v1.sampler.sampler_kwargs.keep=2", pods=False)
     assert config.trainer.v1.sampler.custom_sampler.path == "pkg://fspo_verl.pods"

@@ -33,8 +33,40 @@ from typing import Any
 
 import torch
 
+from fspo_verl.config import FSPOPolicyLossConfig
 from fspo_verl.losses._sequence import MAX_LOG_RATIO, SequenceBatch, aggregate, loss_hparams, loss_metrics
 from fspo_verl.registry_guard import register_policy_loss_once
+
+
+def fspo_band(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """S_i and FSPO's band [lo_i, hi_i] for every sequence of a micro-batch.
+
+    The loss and the clip-rate diagnostics (``fspo_verl.clip_rates``) both call this, so "clipped" in a
+    diagnostic means exactly what the loss does.
+
+    Args:
+        batch: the micro-batch; uses ``log_ratio`` (bs, T), ``mask`` (bs, T) and ``lengths`` (bs,).
+        hp: ``fspo_c_low``, ``fspo_c_high`` and ``fspo_drift``.
+
+    Returns:
+        (S, lo, hi), each (bs,): S_i = sum_t d_{i,t}, lo_i = L_i*mu - c_low*sqrt(L_i),
+        hi_i = L_i*mu + c_high*sqrt(L_i).
+    """
+    lengths = batch.lengths  # (bs,)
+    seq_log_ratio = batch.log_ratio.sum(dim=-1)  # (bs,) S_i
+    if hp.fspo_drift == "kl":
+        mu = (batch.log_ratio.sum() / batch.mask.sum().clamp(min=1.0)).detach()  # () per-token drift
+    else:
+        mu = torch.zeros((), dtype=seq_log_ratio.dtype, device=seq_log_ratio.device)  # ()
+    half_width = lengths.sqrt()  # (bs,)
+    lo = lengths * mu - hp.fspo_c_low * half_width  # (bs,)
+    hi = lengths * mu + hp.fspo_c_high * half_width  # (bs,)
+    return seq_log_ratio, lo, hi
+
+
+def outside_fspo_band(seq_log_ratio: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """(bs,) bool: S_i outside [lo_i, hi_i], FSPO's meaning of "clipped" (independent of the sign of A_i)."""
+    return (seq_log_ratio < lo) | (seq_log_ratio > hi)  # (bs,)
 
 
 @register_policy_loss_once("fspo")
@@ -50,16 +82,8 @@ def compute_policy_loss_fspo(
     """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
     hp = loss_hparams(config, "fspo")
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    lengths, adv = batch.lengths, batch.advantages  # (bs,), (bs,)
-
-    seq_log_ratio = batch.log_ratio.sum(dim=-1)  # (bs,) S_i
-    if hp.fspo_drift == "kl":
-        mu = (batch.log_ratio.sum() / batch.mask.sum().clamp(min=1.0)).detach()  # () per-token drift
-    else:
-        mu = torch.zeros((), dtype=seq_log_ratio.dtype, device=seq_log_ratio.device)  # ()
-    half_width = lengths.sqrt()  # (bs,)
-    lo = lengths * mu - hp.fspo_c_low * half_width  # (bs,)
-    hi = lengths * mu + hp.fspo_c_high * half_width  # (bs,)
+    adv = batch.advantages  # (bs,)
+    seq_log_ratio, lo, hi = fspo_band(batch, hp)  # (bs,) each
 
     capped = seq_log_ratio.clamp(max=MAX_LOG_RATIO)  # (bs,) numerical safety before exp
     clipped_log_ratio = torch.clamp(capped, min=lo, max=hi).clamp(max=MAX_LOG_RATIO)  # (bs,)
@@ -75,6 +99,6 @@ def compute_policy_loss_fspo(
 
     loss = aggregate(seq_loss, response_mask, loss_agg_mode, config, rollout_is_weights)
 
-    outside_band = (seq_log_ratio < lo) | (seq_log_ratio > hi)  # (bs,)
+    outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
     metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins))
     return loss, metrics

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fspo_verl.config import FSPOPolicyLossConfig
 from fspo_verl.losses._sequence import MAX_LOG_RATIO, SequenceBatch, aggregate, loss_hparams, loss_metrics
 from fspo_verl.registry_guard import register_policy_loss_once
 
@@ -65,6 +66,38 @@ def log_gate(
     raise ValueError(f"actor_rollout_ref.actor.policy_loss.sspo_gate={gate!r} is invalid: use sigmoid, arctan or identity")
 
 
+def sspo_log_weight(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """log w_i and the "gated" flag of every sequence of a micro-batch.
+
+    The loss and the clip-rate diagnostics (``fspo_verl.clip_rates``) both call this, so "gated" in a
+    diagnostic means exactly what the loss reports.
+
+    Args:
+        batch: the micro-batch; uses ``log_ratio`` (bs, T), ``mask`` (bs, T), ``lengths`` (bs,) and
+            ``advantages`` (bs,) (its sign picks tau).
+        hp: ``sspo_gate``, ``sspo_tau_pos`` and ``sspo_tau_neg``.
+
+    Returns:
+        (log_w, gated), both (bs,): log_w_i = (1/L_i) sum_t log g(r_{i,t}) (differentiable), and
+        gated_i = |w_i / g(1) / exp((1/L_i) sum_t d_{i,t}) - 1| > GATED_TOLERANCE (no gradient).
+    """
+    safe_len = batch.lengths.clamp(min=1.0)  # (bs,)
+    log_ratio = batch.log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # (bs, T)
+    tau = torch.where(
+        batch.advantages > 0,
+        torch.tensor(hp.sspo_tau_pos, dtype=log_ratio.dtype, device=log_ratio.device),
+        torch.tensor(hp.sspo_tau_neg, dtype=log_ratio.dtype, device=log_ratio.device),
+    ).unsqueeze(-1)  # (bs, 1)
+    log_g, log_g_at_1 = log_gate(log_ratio, tau, hp.sspo_gate)  # (bs, T), (bs,)
+    log_w = (log_g * batch.mask).sum(dim=-1) / safe_len  # (bs,) mean over valid tokens
+
+    with torch.no_grad():
+        log_gspo_ratio = (log_ratio * batch.mask).sum(dim=-1) / safe_len  # (bs,)
+        relative_gap = torch.expm1(log_w - log_g_at_1 - log_gspo_ratio).abs()  # (bs,) |w/g(1) / s - 1|
+        gated = relative_gap > GATED_TOLERANCE  # (bs,)
+    return log_w, gated
+
+
 @register_policy_loss_once("sspo")
 def compute_policy_loss_sspo(
     old_log_prob: torch.Tensor,
@@ -78,25 +111,11 @@ def compute_policy_loss_sspo(
     """SSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
     hp = loss_hparams(config, "sspo")
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    lengths, adv = batch.lengths, batch.advantages  # (bs,), (bs,)
-    safe_len = lengths.clamp(min=1.0)  # (bs,)
-
-    log_ratio = batch.log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # (bs, T)
-    tau = torch.where(
-        adv > 0,
-        torch.tensor(hp.sspo_tau_pos, dtype=log_ratio.dtype, device=log_ratio.device),
-        torch.tensor(hp.sspo_tau_neg, dtype=log_ratio.dtype, device=log_ratio.device),
-    ).unsqueeze(-1)  # (bs, 1)
-    log_g, log_g_at_1 = log_gate(log_ratio, tau, hp.sspo_gate)  # (bs, T), (bs,)
-    log_w = (log_g * batch.mask).sum(dim=-1) / safe_len  # (bs,) mean over valid tokens
+    adv = batch.advantages  # (bs,)
+    log_w, gated = sspo_log_weight(batch, hp)  # (bs,), (bs,)
     seq_loss = -torch.exp(log_w) * adv  # (bs,)
 
     loss = aggregate(seq_loss, response_mask, loss_agg_mode, config, rollout_is_weights)
-
-    with torch.no_grad():
-        log_gspo_ratio = (log_ratio * batch.mask).sum(dim=-1) / safe_len  # (bs,)
-        relative_gap = torch.expm1(log_w - log_g_at_1 - log_gspo_ratio).abs()  # (bs,) |w/g(1) / s - 1|
-        gated = relative_gap > GATED_TOLERANCE  # (bs,)
     metrics = loss_metrics("actor/sspo", batch, gated, gated & (adv <= 0), list(hp.length_bins))
     return loss, metrics
 

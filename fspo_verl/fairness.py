@@ -1,0 +1,567 @@
+"""Length-fairness diagnostics: clip rate per response-length bin, simulated, and FSPO constant calibration.
+
+Simulation (``fspo-verl fairness simulate``), the central figure of FSPO (arXiv 2509.09177): draw response
+lengths L_i and per-token log-ratios d_{i,t} iid, then ask each method's trust region which sequences it
+clips. Under a CLT the sequence log-ratio S_i = sum_t d_{i,t} ~ N(L_i*mu, L_i*sigma^2), so
+
+    fixed PPO band on exp(S_i)      clips P(|S_i| > c)          -> grows with L   (long responses clipped most)
+    GSPO's band on exp(S_i / L_i)   clips P(|S_i/L_i| > eps)    -> shrinks with L (long responses clipped least)
+    FSPO's band c*sqrt(L_i)         clips P(|S_i|/sqrt(L_i) > c) -> flat in L     (when the centre L*mu is right)
+
+The "clipped" decision of every method comes from ``fspo_verl.clip_rates``, i.e. from the very tensors
+and functions the losses use; per-bin counting reuses ``fspo_verl.length_bins``.
+
+Calibration (``fspo-verl fairness calibrate``): for a target clip rate p, FSPO's rate under the CLT is
+
+    P(clip) = E_L[ Phi((-c_low - m*sqrt(L)) / sigma) + Phi((m*sqrt(L) - c_high) / sigma) ]
+
+where m = mu - (band centre per token): m = 0 for ``fspo_drift=kl`` (the centre tracks the batch mean) and
+m = mu for ``fspo_drift=none``. With c_high = k*c_low (k = 4/3 keeps the ratio of the shipped defaults) the
+rate falls monotonically in c_low, and bisection solves P(clip) = p. sigma comes from the user or from a
+run's logged ``actor/ppo_kl``: if the rollout policy samples the tokens and d ~ N(mu, sigma^2), then
+E_old[exp(d)] = 1 forces mu = -sigma^2/2, so KL(old||new) = E[-d] = sigma^2/2 and sigma = sqrt(2*ppo_kl).
+This is an estimate: ``actor/ppo_kl`` averages over mini-batches and epochs, and the first mini-batch of
+each step is exactly on-policy (ppo_kl = 0), so it understates the sigma of later mini-batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fspo_verl.clip_rates import CLIP_INDICATORS, sequence_clipped
+from fspo_verl.config import FSPO_DRIFTS, SSPO_GATES, FSPOPolicyLossConfig
+from fspo_verl.length_bins import bin_names, per_bin_counts
+
+TOKEN_DISTS = ("normal", "t")
+LENGTH_DISTS = ("loguniform", "uniform", "lognormal")
+#: the four methods of the paper's figure; ``--methods all`` adds verl's vanilla, geo_mean and sapo
+DEFAULT_METHODS = ("ppo_seq", "gspo", "fspo", "sspo")
+#: c_high / c_low of the shipped defaults (0.0128 / 0.0096)
+DEFAULT_HIGH_TO_LOW = 0.0128 / 0.0096
+#: tokens per simulated (bs, T) chunk: 4M float32 = 16 MiB per tensor, our choice to bound memory
+_CHUNK_TOKENS = 1 << 22
+
+
+@dataclass
+class SimulationSpec:
+    """What to draw. Defaults are our choice: sigma=0.01 puts FSPO's default band near a 27% clip rate
+    (a visible figure); log-uniform lengths put about the same number of sequences in every log2 bin, so
+    every bin's rate has the same sampling error (uniform lengths leave the 16-32 bin nearly empty)."""
+
+    sigma: float = 0.01
+    mu: float = 0.0
+    token_dist: str = "normal"
+    t_df: float = 5.0
+    length_dist: str = "loguniform"
+    min_len: int = 16
+    max_len: int = 8192
+    lognormal_median: float = 1024.0
+    lognormal_sigma: float = 1.0
+    n: int = 20000
+    seed: int = 0
+    edges: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048, 4096])
+
+    def validate(self) -> None:
+        def bad(flag: str, value: Any, fix: str) -> ValueError:
+            return ValueError(f"fspo-verl fairness: {flag}={value!r} is invalid: {fix}")
+
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise bad("--sigma", self.sigma, "the per-token log-ratio std must be a finite number > 0, e.g. 0.01")
+        if not math.isfinite(self.mu):
+            raise bad("--mu", self.mu, "the per-token mean log-ratio must be finite, e.g. 0 or -sigma^2/2")
+        if self.token_dist not in TOKEN_DISTS:
+            raise bad("--token-dist", self.token_dist, f"choose one of {', '.join(TOKEN_DISTS)}")
+        if self.token_dist == "t" and not self.t_df > 2:
+            raise bad("--t-df", self.t_df, "Student-t needs df > 2 for a finite variance, e.g. 5")
+        if self.length_dist not in LENGTH_DISTS:
+            raise bad("--lengths", self.length_dist, f"choose one of {', '.join(LENGTH_DISTS)}")
+        if not 1 <= self.min_len < self.max_len:
+            raise bad("--min-len/--max-len", (self.min_len, self.max_len), "need 1 <= min-len < max-len, e.g. 16 8192")
+        if self.length_dist == "lognormal" and not (self.lognormal_median > 0 and self.lognormal_sigma > 0):
+            raise bad("--lognormal", (self.lognormal_median, self.lognormal_sigma), "median and sigma must be > 0")
+        if self.n < 1:
+            raise bad("--n", self.n, "draw at least 1 sequence, e.g. 20000")
+        if not self.edges or any(b <= a for a, b in zip(self.edges, self.edges[1:])) or self.edges[0] <= 0:
+            raise bad("--bins", self.edges, "give strictly increasing positive upper edges, e.g. 256,512,1024")
+
+
+@dataclass
+class MethodConstants:
+    """Each method's trust-region constants. Defaults: each paper's published or verl's default values;
+    FSPO's and SSPO's live in ``policy_loss``, the config the losses read (shipped defaults)."""
+
+    ppo_clip_low: float = 0.2
+    ppo_clip_high: float = 0.2
+    gspo_clip_low: float = 3e-4
+    gspo_clip_high: float = 4e-4
+    geo_mean_clip: float = 0.4
+    sapo_tau_pos: float = 1.0
+    sapo_tau_neg: float = 1.05
+    policy_loss: FSPOPolicyLossConfig = field(default_factory=FSPOPolicyLossConfig)
+
+    @classmethod
+    def with_policy_loss(cls, **fields: Any) -> MethodConstants:
+        """Defaults, with these ``FSPOPolicyLossConfig`` fields (fspo_c_low=..., fspo_drift=..., ...)."""
+        return cls(policy_loss=FSPOPolicyLossConfig(**fields))
+
+    def actor_configs(self) -> dict[str, Any]:
+        """method -> the verl actor config its loss (and clip indicator) reads."""
+        from verl.workers.config.actor import FSDPActorConfig
+
+        def actor(**kw: Any) -> Any:
+            return FSDPActorConfig(rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=self.policy_loss, **kw)
+
+        ppo = actor(clip_ratio_low=self.ppo_clip_low, clip_ratio_high=self.ppo_clip_high)
+        return {
+            "ppo_seq": ppo,
+            "vanilla": ppo,
+            "gspo": actor(clip_ratio_low=self.gspo_clip_low, clip_ratio_high=self.gspo_clip_high),
+            "geo_mean": actor(clip_ratio_low=self.geo_mean_clip, clip_ratio_high=self.geo_mean_clip),
+            "sapo": actor(tau_pos=self.sapo_tau_pos, tau_neg=self.sapo_tau_neg),
+            "fspo": actor(),
+            "sspo": actor(),
+        }
+
+
+@dataclass
+class SimulationResult:
+    """Per-bin counts. ``seqs`` (K+1,) sequences per bin; ``clipped[method]`` (K+1,) clipped per bin."""
+
+    spec: SimulationSpec
+    constants: MethodConstants
+    bins: list[str]
+    seqs: list[int]
+    clipped: dict[str, list[int]]
+
+    def rates(self, method: str) -> list[float | None]:
+        """Clip rate per bin; None for an empty bin (never NaN)."""
+        return [c / n if n else None for c, n in zip(self.clipped[method], self.seqs)]
+
+    def overall_rate(self, method: str) -> float:
+        return sum(self.clipped[method]) / max(sum(self.seqs), 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": asdict(self.spec),
+            "constants": asdict(self.constants),
+            "bins": self.bins,
+            "seqs": self.seqs,
+            "clipped": self.clipped,
+            "rates": {m: self.rates(m) for m in self.clipped},
+        }
+
+
+def draw_lengths(spec: SimulationSpec, gen: torch.Generator) -> torch.Tensor:
+    """(n,) long response lengths in [min_len, max_len]; lognormal is truncated (out-of-range draws redrawn)."""
+    lo, hi = spec.min_len, spec.max_len
+    if spec.length_dist == "uniform":
+        return torch.randint(lo, hi + 1, (spec.n,), generator=gen)  # (n,)
+    if spec.length_dist == "loguniform":
+        u = torch.rand(spec.n, generator=gen, dtype=torch.float64)  # (n,)
+        log_len = math.log(lo) + u * (math.log(hi + 1) - math.log(lo))  # (n,)
+        return log_len.exp().floor().long().clamp(lo, hi)  # (n,)
+    out = torch.empty(0, dtype=torch.long)
+    while out.numel() < spec.n:
+        z = torch.randn(2 * spec.n, generator=gen, dtype=torch.float64)  # (2n,)
+        draw = (math.log(spec.lognormal_median) + spec.lognormal_sigma * z).exp().round().long()  # (2n,)
+        out = torch.cat([out, draw[(draw >= lo) & (draw <= hi)]])
+    return out[: spec.n]  # (n,)
+
+
+def draw_log_ratios(spec: SimulationSpec, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """(bs, T) float32 iid token log-ratios with mean mu and std sigma (normal, or Student-t rescaled)."""
+    if spec.token_dist == "normal":
+        z = torch.randn(shape, generator=gen)  # (bs, T)
+    else:
+        # t = N / sqrt(chi2_df / df), rescaled to unit variance (var t = df / (df - 2)).
+        normal = torch.randn(shape, generator=gen)  # (bs, T)
+        chi2 = torch.distributions.Chi2(torch.tensor(spec.t_df)).sample(shape)  # (bs, T), global RNG (no generator arg)
+        z = normal / torch.sqrt(chi2 / spec.t_df) * math.sqrt((spec.t_df - 2.0) / spec.t_df)  # (bs, T)
+    return spec.mu + spec.sigma * z  # (bs, T)
+
+
+def _chunks(sorted_lengths: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, stop) ranges over ascending lengths such that rows * max length <= _CHUNK_TOKENS."""
+    ranges, start = [], 0
+    n = sorted_lengths.numel()
+    while start < n:
+        stop = start + 1
+        while stop < n and (stop + 1 - start) * int(sorted_lengths[stop]) <= _CHUNK_TOKENS:
+            stop += 1
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def simulate(
+    spec: SimulationSpec | None = None,
+    constants: MethodConstants | None = None,
+    methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
+) -> SimulationResult:
+    """Draw ``spec.n`` sequences and count, per length bin, the sequences each method clips.
+
+    Old log-probs are 0 and new log-probs are the drawn d, so ``log_prob - old_log_prob = d`` exactly as a
+    loss sees it; the sequence advantage A_i = +-1 with equal probability (only its sign matters: it picks
+    SAPO's and SSPO's temperature).
+    """
+    spec = spec or SimulationSpec()
+    constants = constants or MethodConstants()
+    spec.validate()
+    unknown = [m for m in methods if m not in CLIP_INDICATORS]
+    if unknown:
+        raise ValueError(f"fspo-verl fairness: --methods has unknown {unknown}: choose from {', '.join(CLIP_INDICATORS)}")
+    configs = constants.actor_configs()
+    gen = torch.Generator().manual_seed(spec.seed)
+    lengths = draw_lengths(spec, gen).sort().values  # (n,) ascending, so chunks pad little
+    n_bins = len(spec.edges) + 1
+    seqs = torch.zeros(n_bins)  # (K+1,)
+    clipped = {m: torch.zeros(n_bins) for m in methods}  # (K+1,) each
+
+    # torch has no generator argument for the gamma sampler; seed the global RNG for Student-t draws.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        for start, stop in _chunks(lengths):
+            chunk_len = lengths[start:stop]  # (bs,)
+            bs, width = chunk_len.numel(), int(chunk_len[-1])
+            d = draw_log_ratios(spec, (bs, width), gen)  # (bs, T)
+            mask = torch.arange(width).unsqueeze(0) < chunk_len.unsqueeze(1)  # (bs, T) bool
+            sign = torch.where(torch.rand(bs, generator=gen) < 0.5, -1.0, 1.0)  # (bs,)
+            adv = sign.unsqueeze(1).expand(bs, width)  # (bs, T), a view
+            old = torch.zeros_like(d)  # (bs, T)
+            length_f = chunk_len.float()  # (bs,)
+            valid = chunk_len > 0  # (bs,)
+            for method in methods:
+                flags = sequence_clipped(method, old, d, adv, mask, configs[method])  # (bs,)
+                n_per_bin, c_per_bin = per_bin_counts(length_f, valid, flags, spec.edges)  # (K+1,) each
+                clipped[method] += c_per_bin
+            seqs += n_per_bin
+    return SimulationResult(
+        spec=spec,
+        constants=constants,
+        bins=bin_names(spec.edges),
+        seqs=[int(x) for x in seqs.tolist()],
+        clipped={m: [int(x) for x in c.tolist()] for m, c in clipped.items()},
+    )
+
+
+def format_table(result: SimulationResult) -> str:
+    """A fixed-width table: one row per bin, one column per method, plus the spread (max - min) row."""
+    methods = list(result.clipped)
+    width = max(9, *(len(m) + 1 for m in methods))
+    head = f"{'length bin':<16}{'seqs':>8}" + "".join(f"{m:>{width}}" for m in methods)
+    lines = [head, "-" * len(head)]
+    for i, name in enumerate(result.bins):
+        cells = "".join(
+            f"{'-':>{width}}" if result.rates(m)[i] is None else f"{result.rates(m)[i]:>{width}.3f}" for m in methods
+        )
+        lines.append(f"{name.removeprefix('len_'):<16}{result.seqs[i]:>8}" + cells)
+    lines.append("-" * len(head))
+    lines.append(f"{'all':<16}{sum(result.seqs):>8}" + "".join(f"{result.overall_rate(m):>{width}.3f}" for m in methods))
+    spreads = []
+    for m in methods:
+        filled = [r for r in result.rates(m) if r is not None]
+        spreads.append(max(filled) - min(filled) if filled else 0.0)
+    lines.append(f"{'spread max-min':<24}" + "".join(f"{s:>{width}.3f}" for s in spreads))
+    return "\n".join(lines)
+
+
+#: matplotlib style per method, so every figure draws a method the same way
+METHOD_STYLE = {
+    "ppo_seq": dict(color="tab:red", marker="s", label="fixed PPO band on exp(S)"),
+    "vanilla": dict(color="tab:pink", marker="v", label="vanilla (token clip, any token)"),
+    "gspo": dict(color="tab:blue", marker="o", label="GSPO band on exp(S/L)"),
+    "geo_mean": dict(color="tab:olive", marker="^", label="GMPO (geo_mean, any token)"),
+    "sapo": dict(color="tab:purple", marker="x", label="SAPO gate (any token >1%)"),
+    "fspo": dict(color="tab:green", marker="D", label="FSPO sqrt(L) band"),
+    "sspo": dict(color="tab:orange", marker="P", label="SSPO gating (>1%)"),
+}
+
+
+def plot(result: SimulationResult, out: str | Path) -> Path:
+    """Write a PNG: clip rate (y) per length bin (x), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8.5, 5.0), dpi=120)
+    xs = list(range(len(result.bins)))
+    for method in result.clipped:
+        rates = result.rates(method)
+        ys = [float("nan") if r is None else r for r in rates]  # gaps for empty bins
+        ax.plot(xs, ys, linewidth=2, markersize=6, **METHOD_STYLE[method])
+    labels = [_bin_label(name, result.spec.min_len, result.spec.max_len) for name in result.bins]
+    ax.set_xticks(xs, labels, rotation=30, ha="right")
+    ax.set_xlabel("response length L (bin)")
+    ax.set_ylabel("share of sequences clipped / gated")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    spec, k, p = result.spec, result.constants, result.constants.policy_loss
+    ax.set_title(
+        f"Clip rate by response length  (d ~ {spec.token_dist}(mu={spec.mu:g}, sigma={spec.sigma:g}), "
+        f"L ~ {spec.length_dist}[{spec.min_len}, {spec.max_len}], n={spec.n})",
+        fontsize=9,
+    )
+    ax.text(
+        0.01,
+        0.98,
+        f"PPO eps={k.ppo_clip_low:g}/{k.ppo_clip_high:g}   GSPO eps={k.gspo_clip_low:g}/{k.gspo_clip_high:g}\n"
+        f"FSPO c={p.fspo_c_low:g}/{p.fspo_c_high:g} drift={p.fspo_drift}   SSPO gate={p.sspo_gate}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=8,
+        family="monospace",
+    )
+    ax.legend(loc="center left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _bin_label(name: str, min_len: int, max_len: int) -> str:
+    """'len_0_32' -> '16-32' and 'len_4096_inf' -> '4096-8192' for lengths drawn in [min_len, max_len]."""
+    lo, hi = name.removeprefix("len_").split("_")
+    return f"{max(int(lo), min_len)}-{max_len if hi == 'inf' else hi}"
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def predicted_fspo_clip_rate(
+    c_low: float,
+    c_high: float,
+    sigma: float,
+    mu: float = 0.0,
+    drift: str = "none",
+    lengths: list[float] | None = None,
+    weights: list[float] | None = None,
+) -> float:
+    """FSPO's clip rate under the CLT (module docstring), averaged over ``lengths`` (default [1024]) with
+    ``weights`` (default equal)."""
+    offset = 0.0 if drift == "kl" else mu  # per-token distance between the true mean and the band centre
+    lengths = lengths or [1024.0]
+    weights = weights or [1.0] * len(lengths)
+    total = 0.0
+    for length, weight in zip(lengths, weights):
+        shift = offset * math.sqrt(length)
+        total += weight * (_phi((-c_low - shift) / sigma) + _phi((shift - c_high) / sigma))
+    return total / sum(weights)
+
+
+@dataclass
+class Suggestion:
+    c_low: float
+    c_high: float
+    predicted_rate: float
+    sigma: float
+    mu: float
+    drift: str
+
+
+def suggest_fspo_constants(
+    target: float,
+    sigma: float,
+    mu: float = 0.0,
+    drift: str = "none",
+    lengths: list[float] | None = None,
+    high_to_low: float = DEFAULT_HIGH_TO_LOW,
+    weights: list[float] | None = None,
+) -> Suggestion:
+    """fspo_c_low and fspo_c_high = high_to_low * fspo_c_low giving clip rate ``target`` (CLT, bisection)."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"fspo-verl fairness calibrate: --target={target!r} is invalid: give a clip rate in (0, 1), e.g. 0.1")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"fspo-verl fairness calibrate: sigma={sigma!r} is invalid: it must be > 0 (use --sigma or --run)")
+    if not (math.isfinite(high_to_low) and high_to_low > 0):
+        raise ValueError(f"fspo-verl fairness calibrate: --high-to-low={high_to_low!r} is invalid: give c_high/c_low > 0, e.g. 1.333")
+    if drift not in FSPO_DRIFTS:
+        raise ValueError(f"fspo-verl fairness calibrate: --drift={drift!r} is invalid: choose one of {', '.join(FSPO_DRIFTS)}")
+
+    def rate(c: float) -> float:
+        return predicted_fspo_clip_rate(c, high_to_low * c, sigma, mu, drift, lengths, weights)
+
+    lo, hi = 0.0, sigma
+    while rate(hi) > target:  # the rate falls to 0 as c grows; at c = 0 it is 1
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if rate(mid) > target else (lo, mid)
+    c_low = 0.5 * (lo + hi)
+    return Suggestion(c_low, high_to_low * c_low, rate(c_low), sigma, mu, drift)
+
+
+def sigma_from_ppo_kl(ppo_kl: float) -> float:
+    """sigma = sqrt(2 * ppo_kl), from KL(old||new) = sigma^2/2 for d ~ N(-sigma^2/2, sigma^2) (module docstring)."""
+    if not (math.isfinite(ppo_kl) and ppo_kl > 0):
+        raise ValueError(
+            f"actor/ppo_kl={ppo_kl!r} cannot give a log-ratio scale: it must be > 0. The run may be exactly "
+            "on-policy (one mini-batch, one epoch: the ratio is 1 and nothing is clipped); pass --sigma instead."
+        )
+    return math.sqrt(2.0 * ppo_kl)
+
+
+def run_statistics(path: str | Path) -> tuple[float, list[float], list[float]]:
+    """(median actor/ppo_kl over steps, lengths, weights) from a verl file-logger JSONL.
+
+    Lengths: if the run logged our per-bin counts (``actor/{fspo,sspo}/seqs_len_*``), one length per bin,
+    its geometric middle (the open last bin reaches the largest response_length/max), weighted by the
+    bin's summed count; otherwise each step's ``response_length/mean`` with equal weights.
+    """
+    from fspo_verl.run_log import finite, keys, read_run, series
+
+    run = read_run(path)
+    kls = sorted(finite(series(run, "actor/ppo_kl")[1]))
+    if not kls:
+        raise ValueError(f"{path}: no actor/ppo_kl metric; pass --sigma instead of --run")
+    ppo_kl = kls[len(kls) // 2]
+
+    longest = max(finite(series(run, "response_length/max")[1]), default=0.0)
+    lengths, weights = [], []
+    for key in sorted(k for k in keys(run) if k.startswith("actor/") and "/seqs_len_" in k):
+        lo_s, hi_s = key.rsplit("seqs_len_", 1)[1].split("_")
+        lo = max(float(lo_s), 1.0)
+        hi = max(longest, 2 * lo) if hi_s == "inf" else float(hi_s)
+        count = sum(finite(series(run, key)[1]))
+        if count > 0:
+            lengths.append(math.sqrt(lo * hi))
+            weights.append(count)
+    if lengths:
+        return ppo_kl, lengths, weights
+    means = [m for m in finite(series(run, "response_length/mean")[1]) if m > 0]
+    if not means:
+        raise ValueError(f"{path}: no response_length/mean metric; cannot tell the run's lengths")
+    return ppo_kl, means, [1.0] * len(means)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+_BUILTIN_FLAGS = ("ppo_clip_low", "ppo_clip_high", "gspo_clip_low", "gspo_clip_high", "geo_mean_clip", "sapo_tau_pos", "sapo_tau_neg")
+_POLICY_LOSS_FLAGS = ("fspo_c_low", "fspo_c_high", "fspo_drift", "sspo_gate", "sspo_tau_pos", "sspo_tau_neg")
+
+
+def _edges(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bins={text!r}: give comma-separated integers, e.g. 256,512,1024") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fspo-verl fairness", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+
+    sim = sub.add_parser("simulate", help="clip rate per length bin for each method, as a table and a PNG")
+    spec, k = SimulationSpec(), MethodConstants()
+    sim.add_argument("--sigma", type=float, default=spec.sigma, help="per-token log-ratio std")
+    sim.add_argument("--mu", type=float, default=spec.mu, help="per-token log-ratio mean (on-policy sampling implies -sigma^2/2)")
+    sim.add_argument("--token-dist", choices=TOKEN_DISTS, default=spec.token_dist)
+    sim.add_argument("--t-df", type=float, default=spec.t_df, help="Student-t degrees of freedom (--token-dist t)")
+    sim.add_argument("--lengths", choices=LENGTH_DISTS, default=spec.length_dist, help="response-length distribution")
+    sim.add_argument("--min-len", type=int, default=spec.min_len)
+    sim.add_argument("--max-len", type=int, default=spec.max_len)
+    sim.add_argument("--lognormal-median", type=float, default=spec.lognormal_median)
+    sim.add_argument("--lognormal-sigma", type=float, default=spec.lognormal_sigma)
+    sim.add_argument("--n", type=int, default=spec.n, help="sequences to draw")
+    sim.add_argument("--seed", type=int, default=spec.seed)
+    sim.add_argument("--bins", type=_edges, default=spec.edges, help="upper bin edges, e.g. 256,512,1024,2048,4096")
+    sim.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {','.join(CLIP_INDICATORS)}, or 'all'")
+    for name in _BUILTIN_FLAGS:
+        sim.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(k, name))
+    for name in _POLICY_LOSS_FLAGS:
+        flag, value = "--" + name.replace("_", "-"), getattr(k.policy_loss, name)
+        choices = {"fspo_drift": FSPO_DRIFTS, "sspo_gate": SSPO_GATES}.get(name)
+        sim.add_argument(flag, choices=choices, type=None if choices else float, default=value)
+    sim.add_argument("--out", default="fairness.png", help="PNG to write")
+    sim.add_argument("--json", default=None, help="also write the counts and rates as JSON here")
+
+    cal = sub.add_parser("calibrate", help="suggest fspo_c_low/fspo_c_high for a target clip rate")
+    cal.add_argument("--target", type=float, required=True, help="target share of sequences clipped, e.g. 0.1")
+    source = cal.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sigma", type=float, help="per-token log-ratio std")
+    source.add_argument("--run", help="verl file-logger JSONL: sigma from actor/ppo_kl, lengths from the run")
+    cal.add_argument("--mu", type=float, default=None, help="per-token mean log-ratio (default 0 with --sigma, -ppo_kl with --run)")
+    cal.add_argument("--drift", choices=FSPO_DRIFTS, default="none", help="the fspo_drift you will train with")
+    cal.add_argument("--high-to-low", type=float, default=DEFAULT_HIGH_TO_LOW, help="c_high / c_low (default: the shipped 4/3)")
+    cal.add_argument("--length", type=float, action="append", help="response length(s) to average over, with --sigma (default 1024)")
+    cal.add_argument("--check", action="store_true", help="also simulate the suggestion and print the simulated rate")
+    return parser
+
+
+def _simulate_main(args: argparse.Namespace) -> int:
+    methods = list(CLIP_INDICATORS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    spec = SimulationSpec(
+        sigma=args.sigma, mu=args.mu, token_dist=args.token_dist, t_df=args.t_df, length_dist=args.lengths,
+        min_len=args.min_len, max_len=args.max_len, lognormal_median=args.lognormal_median,
+        lognormal_sigma=args.lognormal_sigma, n=args.n, seed=args.seed, edges=list(args.bins),
+    )  # fmt: skip
+    constants = MethodConstants(
+        **{name: getattr(args, name) for name in _BUILTIN_FLAGS},
+        policy_loss=FSPOPolicyLossConfig(**{name: getattr(args, name) for name in _POLICY_LOSS_FLAGS}),
+    )
+    result = simulate(spec, constants, methods)
+    print(format_table(result))
+    print(f"wrote {plot(result, args.out)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _calibrate_main(args: argparse.Namespace) -> int:
+    weights = None
+    if args.run:
+        ppo_kl, lengths, weights = run_statistics(args.run)
+        sigma = sigma_from_ppo_kl(ppo_kl)
+        mu = -ppo_kl if args.mu is None else args.mu
+        print(f"from {args.run}: median actor/ppo_kl={ppo_kl:.3g} -> sigma=sqrt(2*ppo_kl)={sigma:.4g}, mu={mu:.3g}")
+    else:
+        sigma, mu, lengths = args.sigma, (0.0 if args.mu is None else args.mu), args.length or [1024.0]
+    s = suggest_fspo_constants(args.target, sigma, mu, args.drift, lengths, args.high_to_low, weights)
+    print(f"target clip rate {args.target:g}: fspo_c_low={s.c_low:.4g} fspo_c_high={s.c_high:.4g} (predicted {s.predicted_rate:.4f})")
+    print(
+        "  actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig \\\n"
+        f"  +actor_rollout_ref.actor.policy_loss.fspo_c_low={s.c_low:.4g} \\\n"
+        f"  +actor_rollout_ref.actor.policy_loss.fspo_c_high={s.c_high:.4g} \\\n"
+        f"  +actor_rollout_ref.actor.policy_loss.fspo_drift={args.drift}"
+    )
+    if args.check:
+        spec = SimulationSpec(sigma=sigma, mu=mu)
+        constants = MethodConstants.with_policy_loss(fspo_c_low=s.c_low, fspo_c_high=s.c_high, fspo_drift=args.drift)
+        simulated = simulate(spec, constants, ["fspo"]).overall_rate("fspo")
+        drawn = draw_lengths(spec, torch.Generator().manual_seed(spec.seed)).tolist()  # the simulation's lengths
+        same = predicted_fspo_clip_rate(s.c_low, s.c_high, sigma, mu, args.drift, drawn)
+        print(
+            f"check: simulated {simulated:.4f} on {spec.length_dist}[{spec.min_len},{spec.max_len}] lengths "
+            f"(n={spec.n}, normal tokens); CLT prediction on those same lengths {same:.4f}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _simulate_main(args) if args.mode == "simulate" else _calibrate_main(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

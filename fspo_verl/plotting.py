@@ -1,0 +1,193 @@
+"""``fspo-verl plot RUN.jsonl``: PNGs of a training run from verl's file logger.
+
+Writes to ``--out`` (default: next to the JSONL, in ``<run>_plots/``):
+
+    reward.png                 critic/score/mean over steps (band: critic/score/min..max), and any
+                               val-core/*/reward/* or val-core/*/acc/* validation curve
+    response_length.png        response_length/mean (band: min..max); clip_ratio (share of responses cut at
+                               the length limit) on a second axis
+    clip_rate_by_length.png    one panel per loss that logged per-bin counts (actor/fspo, actor/sspo, ...):
+                               clip rate of each length bin over steps, mean(clipped_len_X)/mean(seqs_len_X);
+                               a bin with no sequence at a step leaves a gap. actor/pg_clipfrac dashed.
+
+The per-bin rate is exact: the losses emit per-bin COUNTS and verl averages every metric over
+micro-batches and ranks alike, so the ratio of the two averaged counts is the global rate
+(see ``fspo_verl.length_bins``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from fspo_verl.run_log import Run, keys, read_run, series
+
+REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
+_BIN_KEY = re.compile(r"^(?P<prefix>.+)/(?P<kind>seqs|clipped)_len_(?P<lo>\d+)_(?P<hi>\d+|inf)$")
+_VAL_KEY = re.compile(r"^val-core/.+/(reward|acc)/mean@\d+$")
+
+
+def clip_rate_series(run: Run) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """prefix -> bin name -> (steps, clip rate) from the per-bin count metrics; NaN where a bin is empty.
+
+    Bins are ordered by their lower edge; only bins with both a ``seqs_`` and a ``clipped_`` key count.
+    """
+    found: dict[str, dict[tuple[int, str], set[str]]] = {}
+    for key in keys(run):
+        match = _BIN_KEY.match(key)
+        if match:
+            bins = found.setdefault(match["prefix"], {})
+            bins.setdefault((int(match["lo"]), f"len_{match['lo']}_{match['hi']}"), set()).add(match["kind"])
+    out: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for prefix, bins in sorted(found.items()):
+        per_bin: dict[str, tuple[list[int], list[float]]] = {}
+        for _, name in sorted(b for b, kinds in bins.items() if kinds == {"seqs", "clipped"}):
+            steps, seqs = series(run, f"{prefix}/seqs_{name}")
+            clipped = dict(zip(*series(run, f"{prefix}/clipped_{name}")))
+            rates = [clipped[s] / n if n > 0 and s in clipped else float("nan") for s, n in zip(steps, seqs)]
+            per_bin[name] = (steps, rates)
+        if per_bin:
+            out[prefix] = per_bin
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _band(ax, run: Run, base: str, color: str) -> None:
+    """Shade base/min..base/max when both were logged."""
+    lo_steps, lows = series(run, f"{base}/min")
+    highs = dict(zip(*series(run, f"{base}/max")))
+    pairs = [(s, lo, highs[s]) for s, lo in zip(lo_steps, lows) if s in highs]
+    if pairs:
+        steps, lows, his = zip(*pairs)
+        ax.fill_between(steps, lows, his, color=color, alpha=0.15, linewidth=0, label=f"{base} min..max")
+
+
+def plot_reward(run: Run, out: Path) -> Path | None:
+    key = next((k for k in REWARD_KEYS if series(run, k)[0]), None)
+    val_keys = sorted(k for k in keys(run) if _VAL_KEY.match(k))
+    if key is None and not val_keys:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    if key is not None:
+        _band(ax, run, key.rsplit("/", 1)[0], "tab:blue")
+        ax.plot(*series(run, key), color="tab:blue", marker="o", markersize=3, label=key)
+    for i, vk in enumerate(val_keys):
+        ax.plot(*series(run, vk), linestyle="--", marker="s", markersize=4, color=f"C{(i + 2) % 10}", label=vk)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("reward")
+    ax.set_title("Reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, out)
+
+
+def plot_response_length(run: Run, out: Path) -> Path | None:
+    steps, means = series(run, "response_length/mean")
+    if not steps:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    _band(ax, run, "response_length", "tab:green")
+    ax.plot(steps, means, color="tab:green", marker="o", markersize=3, label="response_length/mean")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("tokens")
+    ax.set_title("Response length")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    clip_steps, clip = series(run, "response_length/clip_ratio")
+    if clip_steps:
+        ax2 = ax.twinx()
+        (line,) = ax2.plot(clip_steps, clip, color="tab:red", linestyle=":", label="response_length/clip_ratio (right)")
+        ax2.set_ylabel("share cut at max length")
+        ax2.set_ylim(0, 1)
+        handles, labels = handles + [line], labels + [line.get_label()]
+    ax.legend(handles, labels, fontsize=8, loc="upper left")
+    return _save(fig, plt, out)
+
+
+def plot_clip_rates(run: Run, out: Path) -> Path | None:
+    rates = clip_rate_series(run)
+    if not rates:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rates), 1, figsize=(8, 4.2 * len(rates)), dpi=110, squeeze=False)
+    for ax, (prefix, per_bin) in zip(axes[:, 0], rates.items()):
+        cmap = plt.get_cmap("viridis")
+        for i, (name, (steps, values)) in enumerate(per_bin.items()):
+            colour = cmap(i / max(len(per_bin) - 1, 1))
+            ax.plot(steps, values, marker="o", markersize=3, color=colour, label=name.removeprefix("len_").replace("_", "-"))
+        overall_steps, overall = series(run, "actor/pg_clipfrac")
+        if overall_steps:
+            ax.plot(overall_steps, overall, color="black", linestyle="--", linewidth=1, label="actor/pg_clipfrac")
+        ax.set_title(f"Clip rate per response-length bin: {prefix}/clipped_len_* / seqs_len_*", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("share of sequences clipped")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="length bin", title_fontsize=8, ncol=2)
+    return _save(fig, plt, out)
+
+
+def _save(fig, plt, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_run(path: str | Path, out_dir: str | Path | None = None) -> dict[str, Path | None]:
+    """Write the three PNGs; name -> written path, or None when the run logged none of its metrics."""
+    path = Path(path)
+    run = read_run(path)
+    if not run:
+        raise ValueError(f"{path}: the file holds no logged step; is it the JSONL of verl's file logger?")
+    out_dir = Path(out_dir) if out_dir is not None else path.with_name(path.stem + "_plots")
+    return {
+        "reward.png": plot_reward(run, out_dir / "reward.png"),
+        "response_length.png": plot_response_length(run, out_dir / "response_length.png"),
+        "clip_rate_by_length.png": plot_clip_rates(run, out_dir / "clip_rate_by_length.png"),
+    }
+
+
+_MISSING = {
+    "reward.png": "no critic/score/mean, critic/rewards/mean or val-core/*/reward metric",
+    "response_length.png": "no response_length/mean metric",
+    "clip_rate_by_length.png": (
+        "no */seqs_len_* and */clipped_len_* count metrics; they come from loss_mode=fspo or sspo "
+        "(actor/fspo/*, actor/sspo/*)"
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fspo-verl plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="JSONL written by verl's file logger (trainer.logger=[console,file])")
+    parser.add_argument("--out", default=None, help="output folder (default: <run>_plots next to the JSONL)")
+    args = parser.parse_args(argv)
+    try:
+        written = plot_run(args.run, args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, where in written.items():
+        print(f"wrote {where}" if where else f"skipped {name}: {_MISSING[name]}")
+    if not any(written.values()):
+        print(f"error: {args.run}: nothing to plot", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Every preset composes against verl 0.9.1's real ppo_trainer.yaml and passes verl's validate_config and
+our checks; each composition that cannot work is rejected in the driver with its message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fspo_verl.checks import run_checks
+from fspo_verl.launch import GROUPS, ComposeError, compose, presets
+
+ACTOR = "actor_rollout_ref.actor"
+GPU_CONTEXT = ["cluster=8gpu", "model=qwen3_8b_base", "data=math"]
+
+
+def _errors(overrides: list[str]) -> list[str]:
+    return run_checks(compose(overrides)).errors
+
+
+def test_groups_ship_the_presets_the_docs_promise():
+    assert set(presets("algorithm")) >= {"fspo", "sspo", "opo", "pods", "pods_128_32", "gfpo", "gspo", "gmpo", "sapo", "cispo", "grpo"}
+    assert set(presets("model")) >= {"tiny_cpu", "qwen2_5_0_5b_instruct", "qwen2_5_3b_instruct", "qwen3_1_7b_base", "qwen3_8b_base", "deepseek_r1_distill_qwen_7b"}
+    assert set(presets("data")) >= {"synthetic_cpu", "gsm8k", "math"}
+    assert set(presets("cluster")) >= {"cpu", "1gpu", "8gpu", "multinode"}
+    assert set(presets("downsampling")) >= {"none", "pods", "gfpo"}
+
+
+@pytest.mark.parametrize("cluster", presets("cluster"))
+@pytest.mark.parametrize("algorithm", presets("algorithm"))
+def test_every_algorithm_on_every_cluster_validates(algorithm, cluster):
+    context = [] if cluster == "cpu" else ["model=qwen3_8b_base", "data=math"]
+    assert _errors([f"algorithm={algorithm}", f"cluster={cluster}", *context]) == []
+
+
+@pytest.mark.parametrize("group", [g for g in GROUPS if g not in ("algorithm", "cluster")])
+def test_every_other_preset_validates(group):
+    for option in presets(group):
+        base = [] if option in ("tiny_cpu", "synthetic_cpu") else GPU_CONTEXT
+        overrides = [o for o in base if not o.startswith(f"{group}=")] + [f"{group}={option}"]
+        if group == "downsampling" and option != "none":
+            overrides += ["actor_rollout_ref.rollout.n=8", "trainer.v1.sampler.sampler_kwargs.keep=2", f"{ACTOR}.ppo_mini_batch_size=8"]
+        assert _errors(overrides) == [], overrides
+
+
+def test_presets_carry_their_paper_settings():
+    cfg = compose(["algorithm=gspo"])
+    assert (cfg.actor_rollout_ref.actor.clip_ratio_low, cfg.actor_rollout_ref.actor.clip_ratio_high) == (3e-4, 4e-4)
+    assert cfg.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-mean"
+    assert compose(["algorithm=gmpo"]).actor_rollout_ref.actor.clip_ratio_low == 0.4
+    sapo = compose(["algorithm=sapo"]).actor_rollout_ref.actor
+    assert (sapo.tau_pos, sapo.tau_neg, sapo.policy_loss.loss_mode) == (1.0, 1.05, "sapo")
+    assert compose(["algorithm=cispo"]).actor_rollout_ref.actor.clip_ratio_low >= 1.0  # no lower bound
+    pods = compose(["algorithm=pods"])
+    assert (pods.actor_rollout_ref.rollout.n, pods.trainer.v1.sampler.sampler_kwargs.keep) == (64, 16)
+    pods8 = compose(["algorithm=pods_128_32"])
+    assert (pods8.actor_rollout_ref.rollout.n, pods8.trainer.v1.sampler.sampler_kwargs.keep) == (128, 32)
+    opo = compose(["algorithm=opo", "data.train_batch_size=24"])
+    assert opo.algorithm.adv_estimator == "opo_vectorized"
+    assert opo.actor_rollout_ref.actor.ppo_mini_batch_size == 24  # tied to the batch: exact on-policy
+    fspo = compose(["algorithm=fspo", f"{ACTOR}.policy_loss.fspo_c_high=0.02"])  # no '+' needed in a preset
+    assert fspo.actor_rollout_ref.actor.policy_loss.fspo_c_high == 0.02
+
+
+def test_opo_with_a_smaller_mini_batch_is_rejected():
+    errors = _errors(["algorithm=opo", *GPU_CONTEXT, f"{ACTOR}.ppo_mini_batch_size=16"])
+    assert any(
+        f"{ACTOR}.ppo_mini_batch_size=16 breaks exact on-policy training" in e and f"set {ACTOR}.ppo_mini_batch_size=128" in e
+        for e in errors
+    ), errors
+
+
+@pytest.mark.parametrize("key, value", [("ppo_epochs", "2"), ("use_kl_loss", "true"), ("entropy_coeff", "0.01")])
+def test_opo_rejects_other_off_policy_settings(key, value):
+    errors = _errors(["algorithm=opo", *GPU_CONTEXT, f"{ACTOR}.{key}={value}"])
+    assert any(f"{ACTOR}.{key}=" in e and "exact on-policy" in e for e in errors), errors
+
+
+def test_pods_with_a_padding_mini_batch_is_rejected_with_the_right_value():
+    # 16 prompts x keep 16 = 256 samples; mini-batch 16 prompts x n 64 = 1024 rows would be padded
+    errors = _errors(["algorithm=pods", "cluster=1gpu", "model=qwen2_5_3b_instruct", "data=gsm8k",
+                      "data.train_batch_size=16", f"{ACTOR}.ppo_mini_batch_size=16"])
+    assert any(f"set {ACTOR}.ppo_mini_batch_size=4" in e for e in errors), errors
+
+
+def test_fspo_with_token_mean_warns_but_passes():
+    found = run_checks(compose(["algorithm=fspo", *GPU_CONTEXT, f"{ACTOR}.loss_agg_mode=token-mean"]))
+    assert found.errors == []
+    assert any(f"{ACTOR}.loss_agg_mode=token-mean with loss_mode=fspo" in w for w in found.warnings)
+
+
+def test_tensor_parallel_larger_than_a_node_is_rejected():
+    errors = _errors(["algorithm=fspo", *GPU_CONTEXT, "actor_rollout_ref.rollout.tensor_model_parallel_size=16"])
+    assert any("tensor_model_parallel_size=16 is larger than trainer.n_gpus_per_node=8" in e for e in errors), errors
+
+
+def test_unknown_preset_is_a_compose_error():
+    with pytest.raises(ComposeError, match="algorithm"):
+        compose(["algorithm=ppo2"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fspo_verl.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_validate_cli_prints_the_resolved_config_and_exits_zero():
+    proc = _cli("validate", "algorithm=gspo", *GPU_CONTEXT)
+    assert proc.returncode == 0, proc.stderr
+    assert "loss_mode: gspo" in proc.stdout and "fspo-verl validate: OK" in proc.stderr
+
+
+def test_validate_cli_lists_every_problem_and_exits_nonzero():
+    proc = _cli("validate", "algorithm=opo", *GPU_CONTEXT, f"{ACTOR}.ppo_mini_batch_size=16", f"{ACTOR}.ppo_epochs=3",
+                "actor_rollout_ref.rollout.tensor_model_parallel_size=16")
+    assert proc.returncode == 1
+    assert proc.stderr.count("ERROR:") >= 3 and "problem(s) found" in proc.stderr
+    assert "ppo_epochs=3" in proc.stderr and "tensor_model_parallel_size=16" in proc.stderr
+
+
+def test_validate_cli_rejects_bad_syntax():
+    proc = _cli("validate", "algorithm=does_not_exist")
+    assert proc.returncode == 1 and "cannot compose the config" in proc.stderr
+
+
+def test_list_cli_shows_presets_and_registrations():
+    proc = _cli("list")
+    assert proc.returncode == 0
+    assert "algorithm=" in proc.stdout and "fspo*" in proc.stdout and "opo_vectorized*" in proc.stdout
