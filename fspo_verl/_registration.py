@@ -20,7 +20,9 @@ logger = logging.getLogger("fspo_verl")
 CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages", "fspo_verl.downsampling")
 
 #: modules with a ``register()`` function, imported and called in order; failures are recorded, not raised
-OPTIONAL_COMPONENTS: tuple[str, ...] = ()
+OPTIONAL_COMPONENTS: tuple[str, ...] = (
+    "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
+)
 
 #: component module -> formatted traceback of its failure in this process
 LOAD_ERRORS: dict[str, str] = {}
@@ -36,6 +38,24 @@ def _adv_estimators() -> set[str]:
     from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
 
     return set(ADV_ESTIMATOR_REGISTRY)
+
+
+def _platforms() -> set[str]:
+    from verl.plugin.platform.platform_manager import PlatformRegistry
+
+    return set(PlatformRegistry.registered_names())
+
+
+def _rollout_replicas() -> set[str]:
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    return set(RolloutReplicaRegistry._registry)
+
+
+def _rollout_adapters() -> set[str]:
+    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+
+    return {name for name, mode in _ROLLOUT_REGISTRY if mode == "async"}
 
 
 def _downsamplers() -> set[str]:
@@ -56,6 +76,9 @@ def _replay_buffers() -> set[str]:
 REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "policy_loss": _policy_losses,
     "adv_estimator": _adv_estimators,
+    "platform": _platforms,
+    "rollout_replica": _rollout_replicas,
+    "rollout_adapter": _rollout_adapters,
     "downsampler": _downsamplers,
     "replay_buffer": _replay_buffers,
 }
@@ -65,6 +88,9 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("policy_loss", "fspo"),
     ("policy_loss", "sspo"),
     ("adv_estimator", "opo_vectorized"),
+    ("platform", "cpu"),
+    ("rollout_replica", "hf"),
+    ("rollout_adapter", "hf"),
     ("downsampler", "max_variance"),
     ("downsampler", "max_reward"),
     ("downsampler", "random"),

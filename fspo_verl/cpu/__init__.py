@@ -1,0 +1,125 @@
+"""Embedded CPU backend: run verl 0.9.1's real V1 trainer (Ray, TransferQueue, FSDP2 over gloo, agent and
+reward loops) with no GPU, rollouts served by Hugging Face transformers (``rollout.name=hf``).
+
+:func:`register` runs in every verl process (through ``fspo_verl._registration.OPTIONAL_COMPONENTS``) and
+is cheap: it registers the ``cpu`` platform and the ``hf`` rollout by loader/dotted path, and, only when
+``VERL_PLATFORM=cpu`` selects the backend, installs the CPU fixes as post-import hooks
+(:mod:`fspo_verl.cpu.patches`) and the driver-side config check (:mod:`fspo_verl.cpu.checks`).
+
+:func:`prepare_cpu_environment` is what a launcher calls before ``ray.init`` to select the backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from types import ModuleType
+
+from omegaconf import DictConfig
+
+from fspo_verl.cpu.checks import CPUConfigError, check_cpu_config, register_launcher_check, required_logical_cpus
+from fspo_verl.cpu.platform import PLATFORM_NAME
+
+HF_ROLLOUT = "hf"
+HF_ADAPTER_PATH = "fspo_verl.cpu.hf_rollout.HFServerAdapter"
+
+#: environment of every process of a CPU run (Ray workers inherit the driver's environment on a local
+#: ``ray.init``). Thread caps: our choice, so that 2 FSDP workers + rollout server share a small machine
+#: instead of each spawning one thread per core.
+CPU_ENVIRONMENT = {
+    "VERL_PLATFORM": PLATFORM_NAME,
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+def backend_selected() -> bool:
+    return os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME
+
+
+def prepare_cpu_environment() -> dict[str, str]:
+    """Select the CPU backend in this process and in the Ray workers it starts; returns the variables set.
+
+    Call before ``ray.init`` (and before verl resolves its platform). Also installs the CPU fixes in this
+    process, in case ``import verl`` already ran without ``VERL_PLATFORM=cpu``.
+    """
+    for key, value in CPU_ENVIRONMENT.items():
+        os.environ[key] = value
+    register()
+    return dict(CPU_ENVIRONMENT)
+
+
+def prepare_run(config: DictConfig) -> None:
+    """Driver-side preparation of a CPU run, called by ``fspo-verl train`` (``fspo_verl.backend: cpu``).
+
+    Selects the backend for this process and the Ray workers, checks the config (raises
+    :class:`CPUConfigError` before Ray starts), and points verl's file and TensorBoard loggers at
+    ``outputs/<project>/<experiment>/`` unless ``VERL_FILE_LOGGER_PATH``/``TENSORBOARD_DIR`` are set. verl's
+    file logger truncates its file, so every run writes a new ``metrics_<n>.jsonl``: a resumed run keeps the
+    history of the runs before it.
+    """
+    import ray
+
+    prepare_cpu_environment()
+    check_cpu_config(config, ray.cluster_resources() if ray.is_initialized() else None)
+    out = Path("outputs") / str(config.trainer.project_name) / str(config.trainer.experiment_name)
+    out.mkdir(parents=True, exist_ok=True)
+    if "VERL_FILE_LOGGER_PATH" not in os.environ:
+        runs = len(list(out.glob("metrics_*.jsonl")))
+        os.environ["VERL_FILE_LOGGER_PATH"] = str((out / f"metrics_{runs}.jsonl").resolve())
+    os.environ.setdefault("TENSORBOARD_DIR", str((out / "tensorboard").resolve()))
+    print(f"fspo_verl cpu backend: metrics -> {os.environ['VERL_FILE_LOGGER_PATH']}, "
+          f"tensorboard -> {os.environ['TENSORBOARD_DIR']}, checkpoints -> {config.trainer.default_local_dir}")
+
+
+def _hook_validate_config(config_module: ModuleType) -> None:
+    """Run :func:`check_cpu_config` first inside verl's driver-side ``validate_config``."""
+    original = config_module.validate_config
+    if getattr(original, "_fspo_cpu_patched", False):
+        return
+
+    @functools.wraps(original)
+    def validate_config(config, *args, **kwargs):
+        import ray
+
+        check_cpu_config(config, ray.cluster_resources() if ray.is_initialized() else None)
+        return original(config, *args, **kwargs)
+
+    validate_config._fspo_cpu_patched = True
+    config_module.validate_config = validate_config
+
+
+def register() -> None:
+    """Register the ``cpu`` platform and the ``hf`` rollout; with VERL_PLATFORM=cpu also install the fixes."""
+    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    from fspo_verl.cpu.hf_replica import load_hf_replica
+    from fspo_verl.cpu.import_hooks import when_imported
+    from fspo_verl.cpu.patches import install_cpu_patches
+    from fspo_verl.cpu.platform import register_platform
+    from fspo_verl.demo import register_resolver
+
+    register_platform()
+    register_resolver()
+    register_launcher_check()
+    RolloutReplicaRegistry.register(HF_ROLLOUT, load_hf_replica)
+    _ROLLOUT_REGISTRY[(HF_ROLLOUT, "async")] = HF_ADAPTER_PATH  # verl has no register function for adapters
+    if backend_selected():
+        install_cpu_patches()
+        when_imported("verl.utils.config", _hook_validate_config)
+
+
+__all__ = [
+    "CPUConfigError",
+    "CPU_ENVIRONMENT",
+    "HF_ROLLOUT",
+    "backend_selected",
+    "check_cpu_config",
+    "prepare_cpu_environment",
+    "prepare_run",
+    "register",
+    "required_logical_cpus",
+]

@@ -1,0 +1,252 @@
+"""The ``hf`` rollout server: a Ray actor that serves token-in/token-out generation on CPU.
+
+It follows the contract of verl's vLLM server as the V1 agent loop uses it: ``generate(prompt_ids,
+sampling_params, request_id, ...) -> TokenOutput`` with response ids, per-token log-probs,
+``stop_reason`` and ``extra_fields["global_steps"]`` (the weight version). Concurrent requests are
+collected by a batching loop and decoded together (:func:`fspo_verl.cpu.hf_generation.generate_batch`) in a
+worker thread, so that control calls (weight sync, wake-up, abort) keep getting through.
+
+Weights arrive from the actor after every step through the in-worker adapter
+(:mod:`fspo_verl.cpu.hf_rollout`): ``receive_weights(bucket)`` copies each tensor into the parameter of that
+name (tied weights answer to every name, as in ``named_parameters(remove_duplicate=False)``);
+``commit_weights(global_steps)`` checks that every parameter was written and sets the weight version.
+The server starts from the checkpoint on disk; the step-0 sync overwrites it before any generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import threading
+from typing import Any, Optional
+
+import torch
+
+from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
+
+logger = logging.getLogger(__name__)
+
+#: if set, a directory where every server writes ``replica<r>_step<N>.json`` (its parameter digests) after
+#: each weight sync; the end-to-end test compares them with the actor's checkpoint of step N
+DIGEST_DIR_ENV = "FSPO_VERL_HF_DIGEST_DIR"
+
+#: if "1", the server acknowledges weight syncs without applying them: a stale server, used by the end-to-end
+#: test as the negative control of on-policy generation (never set it in a real run)
+FREEZE_ENV = "FSPO_VERL_HF_FREEZE_WEIGHTS"
+
+#: most requests decoded in one batch. Our choice: beyond ~64 rows the CPU forward gets memory-bound and
+#: a long batch makes short requests wait; 64 covers a demo step (8 prompts x 8 samples) in one batch.
+MAX_BATCH_SIZE = 64
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's float32 bytes: equal digests mean bit-equal values (any source dtype <= fp32)."""
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+class HFRolloutServer:
+    """One ``hf`` rollout server (a Ray actor, one per replica node). See the module docstring."""
+
+    def __init__(self, config: Any, model_config: Any, replica_rank: int, node_rank: int = 0) -> None:
+        from transformers import AutoModelForCausalLM
+
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import HFModelConfig, RolloutConfig
+
+        torch.set_num_threads(1)  # shares the cores with the FSDP workers
+        if not isinstance(config, RolloutConfig):
+            config = omega_conf_to_dataclass(config)
+        if not isinstance(model_config, HFModelConfig):
+            model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
+        self.config = config
+        self.model_config = model_config
+        self.replica_rank = replica_rank
+        self.node_rank = node_rank
+        path = model_config.local_path
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=model_config.trust_remote_code
+        )
+        self.model.eval()
+        self._params = dict(self.model.named_parameters(remove_duplicate=False))
+        self._received: set[int] = set()  # ids of parameters written since the last commit
+        tokenizer = model_config.tokenizer
+        eos = model_config.generation_config.eos_token_id if model_config.generation_config else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_token_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else next(iter(self.eos_token_ids)))
+        self.max_model_len = int(config.max_model_len or (config.prompt_length + config.response_length))
+        self.global_steps: Optional[int] = None
+        self._generator = torch.Generator().manual_seed(int(config.seed) + replica_rank)
+        self._model_lock = threading.Lock()  # generation and weight writes never overlap
+        self._queue: asyncio.Queue | None = None
+        self._batcher: asyncio.Task | None = None
+        self._admission_open = asyncio.Event()
+        self._admission_open.set()
+
+    # ------------------------------------------------------------------ generation
+    def _max_tokens(self, prompt_len: int, sampling_params: dict) -> int:
+        """vLLM server's rule: ``max_tokens`` if given, else what fits the response and total budgets."""
+        room = self.max_model_len - prompt_len
+        if room < 1:
+            raise ValueError(
+                f"prompt of {prompt_len} tokens leaves no room within max_model_len={self.max_model_len}; "
+                "raise actor_rollout_ref.rollout.prompt_length or shorten the prompts"
+            )
+        if "max_tokens" in sampling_params:
+            wanted = int(sampling_params["max_tokens"])
+        elif "max_new_tokens" in sampling_params:
+            wanted = int(sampling_params["max_new_tokens"])
+        else:
+            wanted = min(self.config.response_length, self.config.prompt_length + self.config.response_length - prompt_len)
+        return max(1, min(wanted, room))
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        request_id: str,
+        image_data: Optional[list[Any]] = None,
+        video_data: Optional[list[Any]] = None,
+        **kwargs: Any,
+    ):
+        from verl.workers.rollout.replica import TokenOutput
+
+        if image_data or video_data:
+            raise NotImplementedError("the hf rollout backend is text-only; use rollout.name=vllm for multimodal")
+        await self._admission_open.wait()
+        prompt_ids = [int(t) for t in prompt_ids]
+        params = dict(sampling_params)
+        future = asyncio.get_running_loop().create_future()
+        await self._ensure_batcher().put((prompt_ids, self._max_tokens(len(prompt_ids), params), SamplingSpec.from_params(params), future))
+        token_ids, log_probs = await future
+        return TokenOutput(
+            token_ids=token_ids,
+            log_probs=log_probs if params.get("logprobs") else None,
+            stop_reason="completed",
+            num_preempted=0,
+            extra_fields={"global_steps": self.global_steps},
+        )
+
+    def _ensure_batcher(self) -> asyncio.Queue:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._batcher = asyncio.get_running_loop().create_task(self._batch_loop())
+        return self._queue
+
+    async def _batch_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            pending = [await self._queue.get()]
+            await asyncio.sleep(0)  # let concurrently arriving requests join this batch
+            while not self._queue.empty() and len(pending) < MAX_BATCH_SIZE:
+                pending.append(self._queue.get_nowait())
+            by_spec: dict[SamplingSpec, list] = {}
+            for item in pending:
+                by_spec.setdefault(item[2], []).append(item)
+            for spec, items in by_spec.items():
+                try:
+                    results = await asyncio.to_thread(self._run_batch, spec, items)
+                except Exception as err:  # noqa: BLE001 - delivered to every waiting request
+                    for *_, future in items:
+                        if not future.done():
+                            future.set_exception(err)
+                    continue
+                for (*_, future), result in zip(items, results):
+                    if not future.done():
+                        future.set_result(result)
+
+    def _run_batch(self, spec: SamplingSpec, items: list) -> list[tuple[list[int], list[float]]]:
+        with self._model_lock:
+            return generate_batch(
+                self.model,
+                [item[0] for item in items],
+                [item[1] for item in items],
+                spec,
+                self.eos_token_ids,
+                self.pad_token_id,
+                self._generator,
+            )
+
+    # ------------------------------------------------------------------ weight sync
+    async def receive_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> int:
+        """Copy a bucket of (hf_name, full tensor) into the model; returns how many tensors were written."""
+        return await asyncio.to_thread(self._write_weights, bucket)
+
+    def _write_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> int:
+        frozen = os.environ.get(FREEZE_ENV) == "1"
+        with self._model_lock, torch.no_grad():
+            for name, tensor in bucket:
+                param = self._params.get(name)
+                if param is None:
+                    raise KeyError(f"hf rollout server: the actor sent weight {name!r}, which the server model lacks")
+                if param.shape != tensor.shape:
+                    raise ValueError(f"hf rollout server: {name} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}")
+                if not frozen:
+                    param.copy_(tensor)
+                self._received.add(id(param))
+        return len(bucket)
+
+    def commit_weights(self, global_steps: Optional[int]) -> None:
+        """End of one sync: every parameter must have been written; then set the weight version."""
+        missing = [n for n, p in self._params.items() if id(p) not in self._received]
+        self._received.clear()
+        if missing:
+            raise RuntimeError(f"hf rollout server: weight sync left {len(missing)} parameters stale, e.g. {missing[:3]}")
+        if global_steps is not None:
+            self.global_steps = global_steps
+        digest_dir = os.environ.get(DIGEST_DIR_ENV)
+        if digest_dir:
+            record = {"replica": self.replica_rank, "global_steps": global_steps, "digests": self._digests()}
+            path = os.path.join(digest_dir, f"replica{self.replica_rank}_step{global_steps}.json")
+            os.makedirs(digest_dir, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(record, f)
+
+    def set_global_steps(self, global_steps: int) -> None:
+        self.global_steps = global_steps
+
+    async def weight_digests(self) -> dict[str, str]:
+        """name -> :func:`tensor_digest` of every parameter (tests compare them with the actor's)."""
+        return await asyncio.to_thread(self._digests)
+
+    def _digests(self) -> dict[str, str]:
+        with self._model_lock:
+            return {name: tensor_digest(p) for name, p in self.model.named_parameters()}
+
+    def get_global_steps(self) -> Optional[int]:
+        return self.global_steps
+
+    # ------------------------------------------------------------------ control calls (no device memory to manage)
+    async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
+        # Requests already batched finish (a CPU batch is short); new ones wait until resume_generation.
+        self._admission_open.clear()
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def resume_generation(self) -> None:
+        self._admission_open.set()
+
+    async def wake_up(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def sleep(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def clear_kv_cache(self) -> None:
+        return None
+
+    async def release_kv_cache(self) -> None:
+        return None
+
+    async def resume_kv_cache(self) -> None:
+        return None
+
+    async def start_profile(self, **kwargs: Any) -> None:
+        return None
+
+    async def stop_profile(self) -> None:
+        return None

@@ -1,0 +1,73 @@
+"""Drive the CPU demo through verl's real entry point (``python -m verl.trainer.main_ppo``) in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fspo_verl.cpu import CPU_ENVIRONMENT
+from fspo_verl.cpu.hf_server import DIGEST_DIR_ENV
+from fspo_verl.demo import ensure_assets
+from fspo_verl.demo.overrides import demo_overrides
+
+#: per run: startup (~45 s on 2 idle cores) + a few steps; generous because CI machines are shared
+RUN_TIMEOUT_S = 420
+
+FSPO = [
+    "algorithm.adv_estimator=grpo",
+    "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig",
+    "actor_rollout_ref.actor.policy_loss.loss_mode=fspo",
+]
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    output: str
+    metrics: dict[int, dict[str, float]]  # step -> metrics logged at that step (JSONL file logger)
+    run_dir: Path
+
+
+def run_cpu_demo(
+    run_dir: Path, cache_dir: Path, steps: int, extra: list[str], env_extra: dict[str, str] | None = None
+) -> RunResult:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    assets = ensure_assets(cache_dir)
+    env = {
+        **os.environ,
+        **CPU_ENVIRONMENT,
+        "VERL_FILE_LOGGER_PATH": str(run_dir / f"metrics_{len(list(run_dir.glob('metrics_*.jsonl')))}.jsonl"),
+        "TENSORBOARD_DIR": str(run_dir / "tensorboard"),
+        DIGEST_DIR_ENV: str(run_dir / "server_digests"),
+        **(env_extra or {}),
+    }
+    args = demo_overrides(assets, str(run_dir), steps, ["trainer.logger=[console,file,tensorboard]", *extra])
+    proc = subprocess.run(
+        [sys.executable, "-m", "verl.trainer.main_ppo", *args],
+        capture_output=True, text=True, env=env, cwd=run_dir, timeout=RUN_TIMEOUT_S,
+    )
+    metrics: dict[int, dict[str, float]] = {}
+    log = Path(env["VERL_FILE_LOGGER_PATH"])
+    if log.exists():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            metrics.setdefault(record["step"], {}).update(record["data"])
+    return RunResult(proc.returncode, proc.stdout + proc.stderr, metrics, run_dir)
+
+
+def assert_succeeded(result: RunResult) -> None:
+    assert result.returncode == 0, result.output[-6000:]
+
+
+def assert_finite(result: RunResult, keys: list[str]) -> None:
+    for step, values in result.metrics.items():
+        for key in keys:
+            if step == 0 and not key.startswith("val"):
+                continue  # step 0 holds the validation before training only
+            assert key in values, f"step {step} lacks {key}; has {sorted(values)[:50]}"
+            assert math.isfinite(values[key]), f"step {step}: {key}={values[key]}"
