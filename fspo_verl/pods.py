@@ -455,7 +455,7 @@ def _geometry_problems(config: DictConfig, n: int, keep: int, mode: str) -> list
             "verl would pad with dummy rows and dilute seq-mean losses. "
         )
         if fixed is not None:
-            problems.append(head + f"Set {key}={fixed} (prompts_per_update * keep / n).")
+            problems.append(head + f"To fix it, set {key}={fixed} (prompts_per_update * keep / n).")
         else:
             step = n // math.gcd(n, keep) * sync_step
             problems.append(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -115,17 +114,3 @@ def test_bad_inputs_fail_with_a_message_naming_the_problem(tmp_path, capsys):
     empty.write_text("")
     assert cli.main(["plot", str(empty)]) == 2
     assert "holds no logged step" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(
-    not os.environ.get("FSPO_E2E_RUN_JSONL"),
-    reason="FOLLOW-UP: needs a JSONL from a real CPU end-to-end run (CPU backend in progress); "
-    "set FSPO_E2E_RUN_JSONL=<run.jsonl> of a loss_mode=fspo run to check it now",
-)
-def test_plot_from_real_cpu_e2e_run(tmp_path):
-    """FOLLOW-UP: once the CPU e2e backend lands, produce the JSONL in a fixture (trainer.logger=[console,file],
-    loss_mode=fspo, 2-3 steps) instead of reading FSPO_E2E_RUN_JSONL."""
-    written = plot_run(os.environ["FSPO_E2E_RUN_JSONL"], tmp_path)
-    for name, where in written.items():
-        assert where is not None, f"{name} was skipped for a real fspo run"
-        assert_valid_png(where)

@@ -73,7 +73,7 @@ def test_unrescaled_mini_batch_is_rejected_with_the_corrected_value() -> None:
     (problem,) = check_downsampling_config(config)
     assert "actor_rollout_ref.actor.ppo_mini_batch_size=8" in problem
     assert "16 samples" in problem and "32 samples" in problem
-    assert problem.endswith("Set actor_rollout_ref.actor.ppo_mini_batch_size=4 (prompts_per_update * keep / n).")
+    assert problem.endswith("set actor_rollout_ref.actor.ppo_mini_batch_size=4 (prompts_per_update * keep / n).")
     fixed = _geometry(4, 2, 8, 4)
     assert check_downsampling_config(fixed) == [] and not _verl_pads(fixed, samples=16)
 
@@ -82,7 +82,7 @@ def test_unrescaled_mini_batch_is_rejected_with_the_corrected_value() -> None:
 def test_every_suggested_mini_batch_size_removes_verl_padding(n: int, keep: int, tbs: int, mini: int) -> None:
     problems = check_downsampling_config(_geometry(n, keep, tbs, mini))
     assert len(problems) == 1
-    value = int(re.search(r"Set actor_rollout_ref\.actor\.ppo_mini_batch_size=(\d+)", problems[0]).group(1))
+    value = int(re.search(r"set actor_rollout_ref\.actor\.ppo_mini_batch_size=(\d+)", problems[0]).group(1))
     fixed = _geometry(n, keep, tbs, value)
     assert check_downsampling_config(fixed) == []
     assert not _verl_pads(fixed, samples=tbs * keep)
@@ -99,7 +99,7 @@ def test_geometry_no_mini_batch_can_fix_asks_for_another_train_batch_size() -> N
 def test_critic_mini_batch_is_checked_too() -> None:
     problems = check_downsampling_config(_geometry(8, 2, 8, 2, "algorithm.adv_estimator=gae", "critic.ppo_mini_batch_size=8"))
     assert len(problems) == 1 and problems[0].startswith("critic.ppo_mini_batch_size=8")
-    assert "Set critic.ppo_mini_batch_size=2" in problems[0]
+    assert "set critic.ppo_mini_batch_size=2" in problems[0]
 
 
 def test_separate_async_counts_prompts_per_parameter_sync_step() -> None:

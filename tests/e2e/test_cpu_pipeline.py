@@ -69,6 +69,17 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
     before = json.loads((tmp_path / "server_digests" / "replica0_step0.json").read_text())["digests"]
     assert before != records[0]["digests"]  # negative control: training changed the weights
 
+    # `fspo-verl plot` turns this real run's JSONL into the three PNGs, the per-bin clip rate included
+    from test_plotting import assert_valid_png
+
+    from fspo_verl.plotting import plot_run
+
+    written = plot_run(tmp_path / "metrics_0.jsonl", tmp_path / "plots")
+    assert sorted(written) == ["clip_rate_by_length.png", "response_length.png", "reward.png"], written
+    for name, png in written.items():
+        assert png is not None, f"{name} was skipped for a real fspo run"
+        assert_valid_png(png)
+
     # a second run of the same command resumes from global_step_2 and trains step 3 only
     second = run_cpu_demo(tmp_path, cache_dir, steps=3, extra=extra)
     assert_succeeded(second)
