@@ -4,7 +4,8 @@ Runs the CPU demo twice through ``fspo-verl train`` for a few steps, with verl's
 
 1. ``algorithm=fspo`` (train on all n responses per prompt);
 2. the same plus ``downsampling=pods`` keeping m of n (max-variance), with the mini-batch rescaled by the
-   rule ``prompts_per_update * m / n`` so both runs do the same number of optimizer steps per training step.
+   rule ``prompts_per_update * m / n`` so both runs do the same number of optimizer steps per training step,
+   and the same per-GPU micro-batch in both runs (the PODS run's per-rank mini-batch).
 
 From verl's own ``timing_s/*`` metrics it reports, as medians over the steps after the first (warm-up):
 the share of the step spent computing advantages (``timing_s/adv``) and selecting the kept responses
@@ -73,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="fspo_bench_step_"))
     mini = PROMPTS_PER_UPDATE * args.keep // N_PER_PROMPT
+    # the same micro-batch in both runs, sized to the PODS run's per-rank mini-batch (2 FSDP ranks)
+    micro = f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={mini * N_PER_PROMPT // 2}"
 
-    full = run("fspo", ["algorithm=fspo"], args.steps, out)
+    full = run("fspo", ["algorithm=fspo", micro], args.steps, out)
     pods = run(
         "fspo_pods",
         [
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             "downsampling=pods",
             f"trainer.v1.sampler.sampler_kwargs.keep={args.keep}",
             f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
+            micro,
         ],
         args.steps,
         out,

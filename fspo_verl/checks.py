@@ -114,6 +114,52 @@ def check_sequence_loss_settings(config: DictConfig) -> Findings:
     return found
 
 
+@register_check
+def check_micro_batch_divides_mini_batch(config: DictConfig) -> Findings:
+    """Each FSDP rank splits its share of a mini-batch into micro-batches of ppo_micro_batch_size_per_gpu.
+
+    verl validates only the deprecated global ``ppo_micro_batch_size``; a per-GPU micro-batch that does
+    not divide the per-rank mini-batch (``ppo_mini_batch_size * rollout.n / dp``) passes its checks and then
+    fails inside every worker ("data size must be divisible by ... micro_batch_size_per_gpu"). The
+    down-sampling rule ppo_mini_batch_size = prompts_per_update * keep / n makes that mini-batch small, so
+    this bites PODS runs first.
+    """
+    found = Findings()
+    n = _get(config, f"{ROLLOUT}.n", 1) or 1
+    gpus = (_get(config, "trainer.n_gpus_per_node", 1) or 1) * (_get(config, "trainer.nnodes", 1) or 1)
+    for role in (ACTOR, "critic"):
+        if role == "critic" and not _critic_enabled(config):
+            continue
+        if _get(config, f"{role}.strategy") not in ("fsdp", "fsdp2") or _get(config, f"{role}.use_dynamic_bsz", False):
+            continue
+        micro = _get(config, f"{role}.ppo_micro_batch_size_per_gpu")
+        mini = _get(config, f"{role}.ppo_mini_batch_size")
+        if not micro or not mini:
+            continue
+        dp = gpus // max(1, _get(config, f"{role}.ulysses_sequence_parallel_size", 1) or 1)
+        per_rank, remainder = divmod(mini * n, max(dp, 1))
+        if remainder or per_rank == 0 or per_rank % micro:
+            fix = max(d for d in range(1, micro + 1) if per_rank and per_rank % d == 0) if per_rank else None
+            found.errors.append(
+                f"{role}.ppo_micro_batch_size_per_gpu={micro} does not divide the per-GPU mini-batch "
+                f"{role}.ppo_mini_batch_size={mini} x {ROLLOUT}.n={n} / {dp} data-parallel ranks = {mini * n / dp:g} "
+                f"samples; verl's workers would fail with 'data size must be divisible by ... "
+                f"micro_batch_size_per_gpu'. "
+                + (f"Set {role}.ppo_micro_batch_size_per_gpu={fix}." if fix else
+                   f"Raise {role}.ppo_mini_batch_size so that it times {ROLLOUT}.n is a multiple of {dp}.")
+            )
+    return found
+
+
+def _critic_enabled(config: DictConfig) -> bool:
+    try:
+        from verl.trainer.ppo.utils import need_critic
+
+        return bool(need_critic(config))
+    except Exception:  # noqa: BLE001 - a config without critic keys has no critic
+        return False
+
+
 def run_checks(config: DictConfig) -> Findings:
     """All registered checks plus verl's own ``validate_config``; never raises for a bad setting."""
     found = Findings()

@@ -127,3 +127,22 @@ def test_list_cli_shows_presets_and_registrations():
     proc = _cli("list")
     assert proc.returncode == 0
     assert "algorithm=" in proc.stdout and "fspo*" in proc.stdout and "opo_vectorized*" in proc.stdout
+
+
+def test_micro_batch_that_does_not_divide_the_per_gpu_mini_batch_is_rejected():
+    """Measured: verl's validate_config passes this CPU-demo PODS geometry, and then every worker fails with
+    "data size must be divisible by force_group_size * micro_batch_size_per_gpu" (64 prompts x keep 2,
+    mini-batch 4 x n 8 = 32 samples over 2 ranks = 16 per rank, micro-batch 32)."""
+    pods = ["downsampling=pods", "trainer.v1.sampler.sampler_kwargs.keep=2", f"{ACTOR}.ppo_mini_batch_size=4"]
+    errors = _errors(pods)
+    assert any(
+        f"{ACTOR}.ppo_micro_batch_size_per_gpu=32 does not divide the per-GPU mini-batch" in e
+        and "= 16 samples" in e and f"Set {ACTOR}.ppo_micro_batch_size_per_gpu=16." in e
+        for e in errors
+    ), errors
+    assert _errors([*pods, f"{ACTOR}.ppo_micro_batch_size_per_gpu=16"]) == []
+
+
+def test_micro_batch_check_applies_without_downsampling_too():
+    errors = _errors(["algorithm=fspo", *GPU_CONTEXT, f"{ACTOR}.ppo_mini_batch_size=1", "actor_rollout_ref.rollout.n=4"])
+    assert any("= 0.5 samples" in e and "Raise" in e for e in errors), errors
