@@ -63,6 +63,12 @@ def test_presets_carry_their_paper_settings():
     assert fspo.actor_rollout_ref.actor.policy_loss.fspo_c_high == 0.02
 
 
+@pytest.mark.parametrize("algorithm", ["fspo", "sspo", "opo", "gspo", "gmpo", "sapo", "cispo", "grpo"])
+def test_group_based_presets_sample_a_group_per_prompt(algorithm):
+    """Group-relative advantages (GRPO's, OPO's baseline) are degenerate with one response per prompt."""
+    assert compose([f"algorithm={algorithm}"]).actor_rollout_ref.rollout.n == 8
+
+
 def test_opo_with_a_smaller_mini_batch_is_rejected():
     errors = _errors(["algorithm=opo", *GPU_CONTEXT, f"{ACTOR}.ppo_mini_batch_size=16"])
     assert any(
