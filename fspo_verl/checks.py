@@ -13,8 +13,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
@@ -42,13 +43,9 @@ def register_check(fn: Check) -> Check:
     return fn
 
 
-def _get(config: DictConfig, dotted: str, default=None):
-    node = config
-    for part in dotted.split("."):
-        if node is None or part not in node:
-            return default
-        node = node[part]
-    return node
+def config_value(config: DictConfig, dotted: str, default: Any = None) -> Any:
+    """The (resolved) value at a dotted key of a composed config, or ``default`` when the key is absent."""
+    return OmegaConf.select(config, dotted, default=default)
 
 
 @register_check
@@ -56,10 +53,10 @@ def check_exact_on_policy(config: DictConfig) -> Findings:
     """OPO's exact on-policy recipe (arXiv 2505.23585): one gradient step per rollout batch, so the
     importance ratio is 1 and clipping never binds; no KL loss and no entropy bonus."""
     found = Findings()
-    if not _get(config, "fspo_verl.exact_on_policy", False):
+    if not config_value(config, "fspo_verl.exact_on_policy", False):
         return found
-    batch = _get(config, "data.train_batch_size")
-    mini = _get(config, f"{ACTOR}.ppo_mini_batch_size")
+    batch = config_value(config, "data.train_batch_size")
+    mini = config_value(config, f"{ACTOR}.ppo_mini_batch_size")
     if mini != batch:
         found.errors.append(
             f"{ACTOR}.ppo_mini_batch_size={mini} breaks exact on-policy training (fspo_verl.exact_on_policy=true): "
@@ -67,13 +64,13 @@ def check_exact_on_policy(config: DictConfig) -> Findings:
             f"set {ACTOR}.ppo_mini_batch_size={batch}."
         )
     for key, want in (("ppo_epochs", 1), ("use_kl_loss", False), ("entropy_coeff", 0)):
-        value = _get(config, f"{ACTOR}.{key}")
+        value = config_value(config, f"{ACTOR}.{key}")
         if value != want:
             found.errors.append(
                 f"{ACTOR}.{key}={value} breaks exact on-policy training (fspo_verl.exact_on_policy=true); "
                 f"set {ACTOR}.{key}={str(want).lower()}."
             )
-    if _get(config, "algorithm.use_kl_in_reward", False):
+    if config_value(config, "algorithm.use_kl_in_reward", False):
         found.errors.append(
             "algorithm.use_kl_in_reward=True breaks exact on-policy OPO (no KL term); set algorithm.use_kl_in_reward=false."
         )
@@ -83,9 +80,9 @@ def check_exact_on_policy(config: DictConfig) -> Findings:
 @register_check
 def check_tensor_parallel_fits_a_node(config: DictConfig) -> Findings:
     found = Findings()
-    tp = _get(config, f"{ROLLOUT}.tensor_model_parallel_size", 1) or 1
-    gpus = _get(config, "trainer.n_gpus_per_node", 1)
-    if _get(config, "trainer.device", "cuda") != "cpu" and tp > gpus:
+    tp = config_value(config, f"{ROLLOUT}.tensor_model_parallel_size", 1) or 1
+    gpus = config_value(config, "trainer.n_gpus_per_node", 1)
+    if config_value(config, "trainer.device", "cuda") != "cpu" and tp > gpus:
         found.errors.append(
             f"{ROLLOUT}.tensor_model_parallel_size={tp} is larger than trainer.n_gpus_per_node={gpus}: "
             f"a rollout replica cannot span nodes; set {ROLLOUT}.tensor_model_parallel_size to at most {gpus}."
@@ -96,17 +93,17 @@ def check_tensor_parallel_fits_a_node(config: DictConfig) -> Findings:
 @register_check
 def check_sequence_loss_settings(config: DictConfig) -> Findings:
     found = Findings()
-    loss_mode = _get(config, f"{ACTOR}.policy_loss.loss_mode")
+    loss_mode = config_value(config, f"{ACTOR}.policy_loss.loss_mode")
     if loss_mode not in SEQUENCE_LOSSES:
         return found
-    agg = _get(config, f"{ACTOR}.loss_agg_mode")
+    agg = config_value(config, f"{ACTOR}.loss_agg_mode")
     if agg != RECOMMENDED_AGG:
         found.warnings.append(
             f"{ACTOR}.loss_agg_mode={agg} with loss_mode={loss_mode}: {loss_mode} computes one loss per sequence, and "
             f"'{agg}' weights sequences unequally (token-mean by their length); the paper's objective is a mean over "
             f"sequences. Set {ACTOR}.loss_agg_mode={RECOMMENDED_AGG} unless you mean it."
         )
-    target = _get(config, f"{ACTOR}.policy_loss._target_")
+    target = config_value(config, f"{ACTOR}.policy_loss._target_")
     if target != "fspo_verl.config.FSPOPolicyLossConfig":
         found.warnings.append(
             f"{ACTOR}.policy_loss._target_={target} with loss_mode={loss_mode}: the FSPO/SSPO constants cannot be set "
@@ -126,18 +123,18 @@ def check_micro_batch_divides_mini_batch(config: DictConfig) -> Findings:
     this bites PODS runs first.
     """
     found = Findings()
-    n = _get(config, f"{ROLLOUT}.n", 1) or 1
-    gpus = (_get(config, "trainer.n_gpus_per_node", 1) or 1) * (_get(config, "trainer.nnodes", 1) or 1)
+    n = config_value(config, f"{ROLLOUT}.n", 1) or 1
+    gpus = (config_value(config, "trainer.n_gpus_per_node", 1) or 1) * (config_value(config, "trainer.nnodes", 1) or 1)
     for role in (ACTOR, "critic"):
         if role == "critic" and not _critic_enabled(config):
             continue
-        if _get(config, f"{role}.strategy") not in ("fsdp", "fsdp2") or _get(config, f"{role}.use_dynamic_bsz", False):
+        if config_value(config, f"{role}.strategy") not in ("fsdp", "fsdp2") or config_value(config, f"{role}.use_dynamic_bsz", False):
             continue
-        micro = _get(config, f"{role}.ppo_micro_batch_size_per_gpu")
-        mini = _get(config, f"{role}.ppo_mini_batch_size")
+        micro = config_value(config, f"{role}.ppo_micro_batch_size_per_gpu")
+        mini = config_value(config, f"{role}.ppo_mini_batch_size")
         if not micro or not mini:
             continue
-        dp = gpus // max(1, _get(config, f"{role}.ulysses_sequence_parallel_size", 1) or 1)
+        dp = gpus // max(1, config_value(config, f"{role}.ulysses_sequence_parallel_size", 1) or 1)
         per_rank, remainder = divmod(mini * n, max(dp, 1))
         if remainder or per_rank == 0 or per_rank % micro:
             fix = max(d for d in range(1, micro + 1) if per_rank and per_rank % d == 0) if per_rank else None

@@ -58,6 +58,7 @@ from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 from fspo_verl.advantages import group_ids
+from fspo_verl.checks import config_value
 from fspo_verl.downsampling import DOWNSAMPLERS, MIN_KEEP, get_downsampler
 
 KWARGS_KEY = "trainer.v1.sampler.sampler_kwargs"
@@ -313,13 +314,9 @@ def downsampling_metrics(rewards: torch.Tensor, group: torch.Tensor, kept: torch
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _get(config: DictConfig, key: str, default: Any = None) -> Any:
-    return OmegaConf.select(config, key, default=default)
-
-
 def pods_enabled(config: DictConfig) -> bool:
     """True when ``trainer.v1.sampler.custom_sampler.path`` points at this module."""
-    path = _get(config, "trainer.v1.sampler.custom_sampler.path")
+    path = config_value(config, "trainer.v1.sampler.custom_sampler.path")
     return bool(path) and (path in MODULE_PATHS or str(path).replace("\\", "/").endswith("fspo_verl/pods.py"))
 
 
@@ -346,9 +343,9 @@ def check_downsampling_config(config: DictConfig) -> list[str]:
     Returns:
         One message per problem, each naming the config key, its bad value and the value to set.
     """
-    sampler_kwargs = _plain(_get(config, KWARGS_KEY)) or {}
+    sampler_kwargs = _plain(config_value(config, KWARGS_KEY)) or {}
     if not pods_enabled(config):
-        custom = _get(config, "trainer.v1.sampler.custom_sampler.path")
+        custom = config_value(config, "trainer.v1.sampler.custom_sampler.path")
         if not custom and {"keep", "rule"} & set(sampler_kwargs):
             return [
                 f"{KWARGS_KEY} sets {sorted({'keep', 'rule'} & set(sampler_kwargs))} but "
@@ -359,8 +356,8 @@ def check_downsampling_config(config: DictConfig) -> list[str]:
         return []
 
     problems: list[str] = []
-    mode = _get(config, "trainer.v1.trainer_mode", "sync")
-    name = _get(config, "trainer.v1.sampler.custom_sampler.name")
+    mode = config_value(config, "trainer.v1.trainer_mode", "sync")
+    name = config_value(config, "trainer.v1.sampler.custom_sampler.name")
     right_name = SYNC_CLASS if mode == "sync" else ASYNC_CLASS
     if name != right_name:
         problems.append(
@@ -372,7 +369,7 @@ def check_downsampling_config(config: DictConfig) -> list[str]:
     except DownsamplingConfigError as err:
         return [*problems, str(err)]
 
-    n = int(_get(config, "actor_rollout_ref.rollout.n"))
+    n = int(config_value(config, "actor_rollout_ref.rollout.n"))
     keep = settings.keep
     if keep >= n:
         problems.append(
@@ -388,7 +385,7 @@ def check_downsampling_config(config: DictConfig) -> list[str]:
         )
 
     reward_model = "reward.reward_model"
-    if _get(config, f"{reward_model}.enable", False) and not _get(config, f"{reward_model}.enable_resource_pool", False):
+    if config_value(config, f"{reward_model}.enable", False) and not config_value(config, f"{reward_model}.enable_resource_pool", False):
         problems.append(
             f"{reward_model}.enable_resource_pool=False with {reward_model}.enable=True computes rewards after "
             "sampling, so PODS would have no rm_scores to select on; set "
@@ -403,8 +400,8 @@ def check_downsampling_config(config: DictConfig) -> list[str]:
 
 def _dapo_problems(config: DictConfig, settings: DownsamplingSettings, mode: str) -> list[str]:
     problems = []
-    dapo_on = bool(_get(config, "algorithm.filter_groups.enable", False))
-    dapo_metric = _get(config, "algorithm.filter_groups.metric", "reward")
+    dapo_on = bool(config_value(config, "algorithm.filter_groups.enable", False))
+    dapo_metric = config_value(config, "algorithm.filter_groups.metric", "reward")
     if dapo_on and settings.filter_groups_metric != dapo_metric:
         problems.append(
             f"algorithm.filter_groups.enable=True but {KWARGS_KEY}.filter_groups_metric="
@@ -417,7 +414,7 @@ def _dapo_problems(config: DictConfig, settings: DownsamplingSettings, mode: str
             "algorithm.filter_groups.enable=False: verl then fetches refill prompts in whole train batches and "
             "the refill fails; set algorithm.filter_groups.enable=True"
         )
-    tbs = int(_get(config, "data.train_batch_size"))
+    tbs = int(config_value(config, "data.train_batch_size"))
     if settings.filter_groups_metric is not None and mode == "sync" and settings.train_batch_size != tbs:
         problems.append(
             f"{KWARGS_KEY}.train_batch_size={settings.train_batch_size} must equal data.train_batch_size={tbs} "
@@ -428,8 +425,8 @@ def _dapo_problems(config: DictConfig, settings: DownsamplingSettings, mode: str
 
 def _geometry_problems(config: DictConfig, n: int, keep: int, mode: str) -> list[str]:
     """After down-sampling a step holds prompts*keep samples; each mini-batch must divide it exactly."""
-    tbs = int(_get(config, "data.train_batch_size"))
-    sync_step = int(_get(config, f"trainer.v1.{mode}.parameter_sync_step", 1) or 1)
+    tbs = int(config_value(config, "data.train_batch_size"))
+    sync_step = int(config_value(config, f"trainer.v1.{mode}.parameter_sync_step", 1) or 1)
     prompts = tbs // sync_step  # prompts per sample() call
     samples = prompts * keep
     problems = []
@@ -444,7 +441,7 @@ def _geometry_problems(config: DictConfig, n: int, keep: int, mode: str) -> list
         if not active:
             continue
         key = f"{role}.ppo_mini_batch_size"
-        mini = int(_get(config, key))
+        mini = int(config_value(config, key))
         if samples % (mini * n) == 0:
             continue
         fixed = corrected_mini_batch_size(prompts, n, keep, mini)

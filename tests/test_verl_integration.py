@@ -148,8 +148,9 @@ def test_doctor_passes_and_reports_each_name():
     report = doctor.probe()
     assert doctor.healthy(report), doctor.format_report(report)
     text = doctor.format_report(report)
-    for name in ("fspo", "sspo", "opo_vectorized"):
-        assert f"[ok] " in text and name in text
+    ok_lines = [line.split() for line in text.splitlines() if line.strip().startswith("[ok]")]
+    for kind, name in (("policy_loss", "fspo"), ("policy_loss", "sspo"), ("adv_estimator", "opo_vectorized")):
+        assert ["[ok]", kind, name] in ok_lines, text
     assert "verl version:        0.9.1" in text
 
 

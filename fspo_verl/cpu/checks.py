@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from fspo_verl.checks import config_value
 
 #: attention kernels that run on CPU (flash-attention kernels are CUDA-only)
 CPU_ATTENTION = ("sdpa", "eager")
@@ -26,7 +28,8 @@ class CPUConfigError(ValueError):
 
 
 def _get(config: Any, dotted: str, default: Any = None) -> Any:
-    value = OmegaConf.select(config, dotted, default=default) if isinstance(config, DictConfig) else default
+    """``config_value``, but a key set to null also reads as ``default``, and a non-DictConfig has no keys."""
+    value = config_value(config, dotted, default) if isinstance(config, DictConfig) else default
     return default if value is None else value
 
 

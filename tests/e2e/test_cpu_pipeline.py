@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from e2e.cpu_run import FSPO, assert_finite, assert_succeeded, run_cpu_demo
 
