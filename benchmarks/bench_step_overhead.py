@@ -21,13 +21,14 @@ Takes about 3-4 minutes on 2 cores (two trainer start-ups of ~45 s each).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from fspo_verl.run_log import read_run
 
 N_PER_PROMPT = 8  # the CPU demo's rollout.n (configs/data_extras/synthetic_cpu.yaml)
 PROMPTS_PER_UPDATE = 16  # the CPU demo's ppo_mini_batch_size
@@ -54,10 +55,7 @@ def run(name: str, extra: list[str], steps: int, out: Path) -> list[dict[str, fl
                           capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"[{name}] training failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
-    steps_data: dict[int, dict[str, float]] = {}
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
-        steps_data.setdefault(record["step"], {}).update(record["data"])
+    steps_data = read_run(log)
     return [steps_data[s] for s in sorted(steps_data) if "timing_s/step" in steps_data[s]]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -14,6 +13,7 @@ from fspo_verl.cpu import CPU_ENVIRONMENT
 from fspo_verl.cpu.hf_server import DIGEST_DIR_ENV
 from fspo_verl.demo import ensure_assets
 from fspo_verl.demo.overrides import demo_overrides
+from fspo_verl.run_log import read_run
 
 #: per run: startup (~45 s on 2 idle cores) + a few steps; generous because CI machines are shared
 RUN_TIMEOUT_S = 420
@@ -51,12 +51,8 @@ def run_cpu_demo(
         [sys.executable, "-m", "verl.trainer.main_ppo", *args],
         capture_output=True, text=True, env=env, cwd=run_dir, timeout=RUN_TIMEOUT_S,
     )
-    metrics: dict[int, dict[str, float]] = {}
     log = Path(env["VERL_FILE_LOGGER_PATH"])
-    if log.exists():
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            metrics.setdefault(record["step"], {}).update(record["data"])
+    metrics = read_run(log) if log.exists() else {}
     return RunResult(proc.returncode, proc.stdout + proc.stderr, metrics, run_dir)
 
 
