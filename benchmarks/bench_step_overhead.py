@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fspo_verl.run_log import read_run
+from fspo_verl.diagnostics.run_log import read_run
 
 N_PER_PROMPT = 8  # the CPU demo's rollout.n (configs/data_extras/synthetic_cpu.yaml)
 PROMPTS_PER_UPDATE = 16  # the CPU demo's ppo_mini_batch_size

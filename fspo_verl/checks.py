@@ -13,9 +13,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+
+from omegaconf import DictConfig
+
+from fspo_verl.config_lookup import config_value
+from fspo_verl.pods_config import check_downsampling_config
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
@@ -41,11 +44,6 @@ CHECKS: list[Check] = []
 def register_check(fn: Check) -> Check:
     CHECKS.append(fn)
     return fn
-
-
-def config_value(config: DictConfig, dotted: str, default: Any = None) -> Any:
-    """The (resolved) value at a dotted key of a composed config, or ``default`` when the key is absent."""
-    return OmegaConf.select(config, dotted, default=default)
 
 
 @register_check
@@ -183,7 +181,5 @@ def _verl_validate(config: DictConfig) -> Findings:
 
 @register_check
 def check_downsampling(config: DictConfig) -> Findings:
-    """PODS/GFPO settings and the batch geometry after keeping m of n (``fspo_verl.pods``)."""
-    from fspo_verl.pods import check_downsampling_config
-
+    """PODS/GFPO settings and the batch geometry after keeping m of n (``fspo_verl.pods_config``)."""
     return Findings(errors=check_downsampling_config(config))

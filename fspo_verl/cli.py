@@ -16,8 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("fspo_verl.launch:validate_main", "compose and check only; print the resolved config or every problem"),
     "list": ("fspo_verl.launch:list_main", "the presets of each config group and the registered names"),
     "doctor": ("fspo_verl.doctor:main", "check that a bare `import verl` registers every fspo_verl name"),
-    "fairness": ("fspo_verl.fairness:main", "clip rate per response-length bin (simulate) and FSPO constants (calibrate)"),
-    "plot": ("fspo_verl.plotting:main", "PNGs of reward, response length and per-length-bin clip rate from a verl JSONL log"),
+    "fairness": ("fspo_verl.diagnostics.fairness_cli:main", "clip rate per response-length bin (simulate) and FSPO constants (calibrate)"),
+    "plot": ("fspo_verl.diagnostics.plotting:main", "PNGs of reward, response length and per-length-bin clip rate from a verl JSONL log"),
 }
 
 

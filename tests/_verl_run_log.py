@@ -7,7 +7,7 @@ verl's data-metric keys (``critic/score/*``, ``response_length/*``, ``timing_s/*
 on separate lines, at step 0 before training and at the last step, as verl's trainer logs them.
 
 ``write_run`` returns the file and, per step and bin, the TRUE clip rate of the drawn sequences (from
-``fspo_verl.clip_rates``), so tests can check what the plot command derives from the logged counts.
+``fspo_verl.diagnostics.clip_rates``), so tests can check what the plot command derives from the logged counts.
 
 FOLLOW-UP: replace or complement with the JSONL of a real CPU end-to-end run once the CPU backend lands
 (see ``test_plot_from_real_cpu_e2e_run`` in tests/test_plotting.py).
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 import verl  # noqa: F401  (loads the plugin: registers fspo/sspo)
-from fspo_verl.clip_rates import sequence_clipped
+from fspo_verl.diagnostics.clip_rates import sequence_clipped
 from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.length_bins import bin_index, bin_names
+from fspo_verl.diagnostics.length_bins import bin_index, bin_names
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.utils.metric import reduce_metrics
 from verl.utils.tracking import FileLogger

@@ -15,17 +15,14 @@ from _verl_run_log import actor_config, write_run
 
 import verl  # noqa: F401  (loads the plugin)
 from fspo_verl import cli
-from fspo_verl.clip_rates import sequence_clipped
-from fspo_verl.fairness import (
-    MethodConstants,
-    SimulationSpec,
-    draw_lengths,
+from fspo_verl.diagnostics.clip_rates import sequence_clipped
+from fspo_verl.diagnostics.calibration import (
     predicted_fspo_clip_rate,
     run_statistics,
     sigma_from_ppo_kl,
-    simulate,
     suggest_fspo_constants,
 )
+from fspo_verl.diagnostics.simulation import MethodConstants, SimulationSpec, draw_lengths, simulate
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config.actor import FSDPActorConfig
 

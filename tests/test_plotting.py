@@ -20,8 +20,8 @@ import pytest  # noqa: E402
 from _verl_run_log import write_run  # noqa: E402
 
 from fspo_verl import cli  # noqa: E402
-from fspo_verl.plotting import clip_rate_series, plot_run  # noqa: E402
-from fspo_verl.run_log import read_run  # noqa: E402
+from fspo_verl.diagnostics.plotting import clip_rate_series, plot_run  # noqa: E402
+from fspo_verl.diagnostics.run_log import read_run  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-from fspo_verl.pods import (
+from fspo_verl.pods_config import (
     DownsamplingConfigError,
     check_downsampling_config,
     corrected_mini_batch_size,

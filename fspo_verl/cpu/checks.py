@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from fspo_verl.checks import config_value
+from fspo_verl.config_lookup import config_value
 
 #: attention kernels that run on CPU (flash-attention kernels are CUDA-only)
 CPU_ATTENTION = ("sdpa", "eager")

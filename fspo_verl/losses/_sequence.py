@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.length_bins import bin_metrics
+from fspo_verl.diagnostics.length_bins import bin_metrics
 from verl.trainer.ppo.core_algos import agg_loss
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from fspo_verl.registry_guard import register_policy_loss_once
 def fspo_band(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """S_i and FSPO's band [lo_i, hi_i] for every sequence of a micro-batch.
 
-    The loss and the clip-rate diagnostics (``fspo_verl.clip_rates``) both call this, so "clipped" in a
+    The loss and the clip-rate diagnostics (``fspo_verl.diagnostics.clip_rates``) both call this, so "clipped" in a
     diagnostic means exactly what the loss does.
 
     Args:

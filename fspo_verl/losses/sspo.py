@@ -69,7 +69,7 @@ def log_gate(
 def sspo_log_weight(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """log w_i and the "gated" flag of every sequence of a micro-batch.
 
-    The loss and the clip-rate diagnostics (``fspo_verl.clip_rates``) both call this, so "gated" in a
+    The loss and the clip-rate diagnostics (``fspo_verl.diagnostics.clip_rates``) both call this, so "gated" in a
     diagnostic means exactly what the loss reports.
 
     Args:

@@ -71,7 +71,7 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
     # `fspo-verl plot` turns this real run's JSONL into the three PNGs, the per-bin clip rate included
     from test_plotting import assert_valid_png
 
-    from fspo_verl.plotting import plot_run
+    from fspo_verl.diagnostics.plotting import plot_run
 
     written = plot_run(tmp_path / "metrics_0.jsonl", tmp_path / "plots")
     assert sorted(written) == ["clip_rate_by_length.png", "response_length.png", "reward.png"], written

@@ -12,7 +12,7 @@ Writes to ``--out`` (default: next to the JSONL, in ``<run>_plots/``):
 
 The per-bin rate is exact: the losses emit per-bin COUNTS and verl averages every metric over
 micro-batches and ranks alike, so the ratio of the two averaged counts is the global rate
-(see ``fspo_verl.length_bins``).
+(see ``fspo_verl.diagnostics.length_bins``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from fspo_verl.run_log import Run, keys, read_run, series
+from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
 
 REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
 _BIN_KEY = re.compile(r"^(?P<prefix>.+)/(?P<kind>seqs|clipped)_len_(?P<lo>\d+)_(?P<hi>\d+|inf)$")

@@ -1,6 +1,5 @@
-"""Length-fairness diagnostics: clip rate per response-length bin, simulated, and FSPO constant calibration.
-
-Simulation (``fspo-verl fairness simulate``), the central figure of FSPO (arXiv 2509.09177): draw response
+"""Clip rate per response-length bin, simulated (``fspo-verl fairness simulate``): the central figure of FSPO
+(arXiv 2509.09177). Draw response
 lengths L_i and per-token log-ratios d_{i,t} iid, then ask each method's trust region which sequences it
 clips. Under a CLT the sequence log-ratio S_i = sum_t d_{i,t} ~ N(L_i*mu, L_i*sigma^2), so
 
@@ -8,44 +7,27 @@ clips. Under a CLT the sequence log-ratio S_i = sum_t d_{i,t} ~ N(L_i*mu, L_i*si
     GSPO's band on exp(S_i / L_i)   clips P(|S_i/L_i| > eps)    -> shrinks with L (long responses clipped least)
     FSPO's band c*sqrt(L_i)         clips P(|S_i|/sqrt(L_i) > c) -> flat in L     (when the centre L*mu is right)
 
-The "clipped" decision of every method comes from ``fspo_verl.clip_rates``, i.e. from the very tensors
-and functions the losses use; per-bin counting reuses ``fspo_verl.length_bins``.
-
-Calibration (``fspo-verl fairness calibrate``): for a target clip rate p, FSPO's rate under the CLT is
-
-    P(clip) = E_L[ Phi((-c_low - m*sqrt(L)) / sigma) + Phi((m*sqrt(L) - c_high) / sigma) ]
-
-where m = mu - (band centre per token): m = 0 for ``fspo_drift=kl`` (the centre tracks the batch mean) and
-m = mu for ``fspo_drift=none``. With c_high = k*c_low (k = 4/3 keeps the ratio of the shipped defaults) the
-rate falls monotonically in c_low, and bisection solves P(clip) = p. sigma comes from the user or from a
-run's logged ``actor/ppo_kl``: if the rollout policy samples the tokens and d ~ N(mu, sigma^2), then
-E_old[exp(d)] = 1 forces mu = -sigma^2/2, so KL(old||new) = E[-d] = sigma^2/2 and sigma = sqrt(2*ppo_kl).
-This is an estimate: ``actor/ppo_kl`` averages over mini-batches and epochs, and the first mini-batch of
-each step is exactly on-policy (ppo_kl = 0), so it understates the sigma of later mini-batches.
+The "clipped" decision of every method comes from ``fspo_verl.diagnostics.clip_rates``, i.e. from the very tensors
+and functions the losses use; per-bin counting reuses ``fspo_verl.diagnostics.length_bins``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fspo_verl.clip_rates import CLIP_INDICATORS, sequence_clipped
-from fspo_verl.config import FSPO_DRIFTS, SSPO_GATES, FSPOPolicyLossConfig
-from fspo_verl.length_bins import bin_names, per_bin_counts
+from fspo_verl.config import FSPOPolicyLossConfig
+from fspo_verl.diagnostics.clip_rates import CLIP_INDICATORS, sequence_clipped
+from fspo_verl.diagnostics.length_bins import bin_names, per_bin_counts
 
 TOKEN_DISTS = ("normal", "t")
 LENGTH_DISTS = ("loguniform", "uniform", "lognormal")
 #: the four methods of the paper's figure; ``--methods all`` adds verl's vanilla, geo_mean and sapo
 DEFAULT_METHODS = ("ppo_seq", "gspo", "fspo", "sspo")
-#: c_high / c_low of the shipped defaults (0.0128 / 0.0096)
-DEFAULT_HIGH_TO_LOW = 0.0128 / 0.0096
 #: tokens per simulated (bs, T) chunk: 4M float32 = 16 MiB per tensor, our choice to bound memory
 _CHUNK_TOKENS = 1 << 22
 
@@ -333,235 +315,3 @@ def _bin_label(name: str, min_len: int, max_len: int) -> str:
     """'len_0_32' -> '16-32' and 'len_4096_inf' -> '4096-8192' for lengths drawn in [min_len, max_len]."""
     lo, hi = name.removeprefix("len_").split("_")
     return f"{max(int(lo), min_len)}-{max_len if hi == 'inf' else hi}"
-
-
-# ----------------------------------------------------------------------------------------------- calibration
-
-
-def _phi(x: float) -> float:
-    """Standard normal CDF."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def predicted_fspo_clip_rate(
-    c_low: float,
-    c_high: float,
-    sigma: float,
-    mu: float = 0.0,
-    drift: str = "none",
-    lengths: list[float] | None = None,
-    weights: list[float] | None = None,
-) -> float:
-    """FSPO's clip rate under the CLT (module docstring), averaged over ``lengths`` (default [1024]) with
-    ``weights`` (default equal)."""
-    offset = 0.0 if drift == "kl" else mu  # per-token distance between the true mean and the band centre
-    lengths = lengths or [1024.0]
-    weights = weights or [1.0] * len(lengths)
-    total = 0.0
-    for length, weight in zip(lengths, weights):
-        shift = offset * math.sqrt(length)
-        total += weight * (_phi((-c_low - shift) / sigma) + _phi((shift - c_high) / sigma))
-    return total / sum(weights)
-
-
-@dataclass
-class Suggestion:
-    c_low: float
-    c_high: float
-    predicted_rate: float
-    sigma: float
-    mu: float
-    drift: str
-
-
-def suggest_fspo_constants(
-    target: float,
-    sigma: float,
-    mu: float = 0.0,
-    drift: str = "none",
-    lengths: list[float] | None = None,
-    high_to_low: float = DEFAULT_HIGH_TO_LOW,
-    weights: list[float] | None = None,
-) -> Suggestion:
-    """fspo_c_low and fspo_c_high = high_to_low * fspo_c_low giving clip rate ``target`` (CLT, bisection)."""
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"fspo-verl fairness calibrate: --target={target!r} is invalid: give a clip rate in (0, 1), e.g. 0.1")
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"fspo-verl fairness calibrate: sigma={sigma!r} is invalid: it must be > 0 (use --sigma or --run)")
-    if not (math.isfinite(high_to_low) and high_to_low > 0):
-        raise ValueError(f"fspo-verl fairness calibrate: --high-to-low={high_to_low!r} is invalid: give c_high/c_low > 0, e.g. 1.333")
-    if drift not in FSPO_DRIFTS:
-        raise ValueError(f"fspo-verl fairness calibrate: --drift={drift!r} is invalid: choose one of {', '.join(FSPO_DRIFTS)}")
-
-    def rate(c: float) -> float:
-        return predicted_fspo_clip_rate(c, high_to_low * c, sigma, mu, drift, lengths, weights)
-
-    lo, hi = 0.0, sigma
-    while rate(hi) > target:  # the rate falls to 0 as c grows; at c = 0 it is 1
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if rate(mid) > target else (lo, mid)
-    c_low = 0.5 * (lo + hi)
-    return Suggestion(c_low, high_to_low * c_low, rate(c_low), sigma, mu, drift)
-
-
-def sigma_from_ppo_kl(ppo_kl: float) -> float:
-    """sigma = sqrt(2 * ppo_kl), from KL(old||new) = sigma^2/2 for d ~ N(-sigma^2/2, sigma^2) (module docstring)."""
-    if not (math.isfinite(ppo_kl) and ppo_kl > 0):
-        raise ValueError(
-            f"actor/ppo_kl={ppo_kl!r} cannot give a log-ratio scale: it must be > 0. The run may be exactly "
-            "on-policy (one mini-batch, one epoch: the ratio is 1 and nothing is clipped); pass --sigma instead."
-        )
-    return math.sqrt(2.0 * ppo_kl)
-
-
-def run_statistics(path: str | Path) -> tuple[float, list[float], list[float]]:
-    """(median actor/ppo_kl over steps, lengths, weights) from a verl file-logger JSONL.
-
-    Lengths: if the run logged our per-bin counts (``actor/{fspo,sspo}/seqs_len_*``), one length per bin,
-    its geometric middle (the open last bin reaches the largest response_length/max), weighted by the
-    bin's summed count; otherwise each step's ``response_length/mean`` with equal weights.
-    """
-    from fspo_verl.run_log import finite, keys, read_run, series
-
-    run = read_run(path)
-    kls = sorted(finite(series(run, "actor/ppo_kl")[1]))
-    if not kls:
-        raise ValueError(f"{path}: no actor/ppo_kl metric; pass --sigma instead of --run")
-    ppo_kl = kls[len(kls) // 2]
-
-    longest = max(finite(series(run, "response_length/max")[1]), default=0.0)
-    lengths, weights = [], []
-    for key in sorted(k for k in keys(run) if k.startswith("actor/") and "/seqs_len_" in k):
-        lo_s, hi_s = key.rsplit("seqs_len_", 1)[1].split("_")
-        lo = max(float(lo_s), 1.0)
-        hi = max(longest, 2 * lo) if hi_s == "inf" else float(hi_s)
-        count = sum(finite(series(run, key)[1]))
-        if count > 0:
-            lengths.append(math.sqrt(lo * hi))
-            weights.append(count)
-    if lengths:
-        return ppo_kl, lengths, weights
-    means = [m for m in finite(series(run, "response_length/mean")[1]) if m > 0]
-    if not means:
-        raise ValueError(f"{path}: no response_length/mean metric; cannot tell the run's lengths")
-    return ppo_kl, means, [1.0] * len(means)
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-_BUILTIN_FLAGS = ("ppo_clip_low", "ppo_clip_high", "gspo_clip_low", "gspo_clip_high", "geo_mean_clip", "sapo_tau_pos", "sapo_tau_neg")
-_POLICY_LOSS_FLAGS = ("fspo_c_low", "fspo_c_high", "fspo_drift", "sspo_gate", "sspo_tau_pos", "sspo_tau_neg")
-
-
-def _edges(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--bins={text!r}: give comma-separated integers, e.g. 256,512,1024") from None
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fspo-verl fairness", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="mode", required=True)
-
-    sim = sub.add_parser("simulate", help="clip rate per length bin for each method, as a table and a PNG")
-    spec, k = SimulationSpec(), MethodConstants()
-    sim.add_argument("--sigma", type=float, default=spec.sigma, help="per-token log-ratio std")
-    sim.add_argument("--mu", type=float, default=spec.mu, help="per-token log-ratio mean (on-policy sampling implies -sigma^2/2)")
-    sim.add_argument("--token-dist", choices=TOKEN_DISTS, default=spec.token_dist)
-    sim.add_argument("--t-df", type=float, default=spec.t_df, help="Student-t degrees of freedom (--token-dist t)")
-    sim.add_argument("--lengths", choices=LENGTH_DISTS, default=spec.length_dist, help="response-length distribution")
-    sim.add_argument("--min-len", type=int, default=spec.min_len)
-    sim.add_argument("--max-len", type=int, default=spec.max_len)
-    sim.add_argument("--lognormal-median", type=float, default=spec.lognormal_median)
-    sim.add_argument("--lognormal-sigma", type=float, default=spec.lognormal_sigma)
-    sim.add_argument("--n", type=int, default=spec.n, help="sequences to draw")
-    sim.add_argument("--seed", type=int, default=spec.seed)
-    sim.add_argument("--bins", type=_edges, default=spec.edges, help="upper bin edges, e.g. 256,512,1024,2048,4096")
-    sim.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {','.join(CLIP_INDICATORS)}, or 'all'")
-    for name in _BUILTIN_FLAGS:
-        sim.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(k, name))
-    for name in _POLICY_LOSS_FLAGS:
-        flag, value = "--" + name.replace("_", "-"), getattr(k.policy_loss, name)
-        choices = {"fspo_drift": FSPO_DRIFTS, "sspo_gate": SSPO_GATES}.get(name)
-        sim.add_argument(flag, choices=choices, type=None if choices else float, default=value)
-    sim.add_argument("--out", default="fairness.png", help="PNG to write")
-    sim.add_argument("--json", default=None, help="also write the counts and rates as JSON here")
-
-    cal = sub.add_parser("calibrate", help="suggest fspo_c_low/fspo_c_high for a target clip rate")
-    cal.add_argument("--target", type=float, required=True, help="target share of sequences clipped, e.g. 0.1")
-    source = cal.add_mutually_exclusive_group(required=True)
-    source.add_argument("--sigma", type=float, help="per-token log-ratio std")
-    source.add_argument("--run", help="verl file-logger JSONL: sigma from actor/ppo_kl, lengths from the run")
-    cal.add_argument("--mu", type=float, default=None, help="per-token mean log-ratio (default 0 with --sigma, -ppo_kl with --run)")
-    cal.add_argument("--drift", choices=FSPO_DRIFTS, default="none", help="the fspo_drift you will train with")
-    cal.add_argument("--high-to-low", type=float, default=DEFAULT_HIGH_TO_LOW, help="c_high / c_low (default: the shipped 4/3)")
-    cal.add_argument("--length", type=float, action="append", help="response length(s) to average over, with --sigma (default 1024)")
-    cal.add_argument("--check", action="store_true", help="also simulate the suggestion and print the simulated rate")
-    return parser
-
-
-def _simulate_main(args: argparse.Namespace) -> int:
-    methods = list(CLIP_INDICATORS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    spec = SimulationSpec(
-        sigma=args.sigma, mu=args.mu, token_dist=args.token_dist, t_df=args.t_df, length_dist=args.lengths,
-        min_len=args.min_len, max_len=args.max_len, lognormal_median=args.lognormal_median,
-        lognormal_sigma=args.lognormal_sigma, n=args.n, seed=args.seed, edges=list(args.bins),
-    )  # fmt: skip
-    constants = MethodConstants(
-        **{name: getattr(args, name) for name in _BUILTIN_FLAGS},
-        policy_loss=FSPOPolicyLossConfig(**{name: getattr(args, name) for name in _POLICY_LOSS_FLAGS}),
-    )
-    result = simulate(spec, constants, methods)
-    print(format_table(result))
-    print(f"wrote {plot(result, args.out)}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=1))
-        print(f"wrote {args.json}")
-    return 0
-
-
-def _calibrate_main(args: argparse.Namespace) -> int:
-    weights = None
-    if args.run:
-        ppo_kl, lengths, weights = run_statistics(args.run)
-        sigma = sigma_from_ppo_kl(ppo_kl)
-        mu = -ppo_kl if args.mu is None else args.mu
-        print(f"from {args.run}: median actor/ppo_kl={ppo_kl:.3g} -> sigma=sqrt(2*ppo_kl)={sigma:.4g}, mu={mu:.3g}")
-    else:
-        sigma, mu, lengths = args.sigma, (0.0 if args.mu is None else args.mu), args.length or [1024.0]
-    s = suggest_fspo_constants(args.target, sigma, mu, args.drift, lengths, args.high_to_low, weights)
-    print(f"target clip rate {args.target:g}: fspo_c_low={s.c_low:.4g} fspo_c_high={s.c_high:.4g} (predicted {s.predicted_rate:.4f})")
-    print(
-        "  actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig \\\n"
-        f"  +actor_rollout_ref.actor.policy_loss.fspo_c_low={s.c_low:.4g} \\\n"
-        f"  +actor_rollout_ref.actor.policy_loss.fspo_c_high={s.c_high:.4g} \\\n"
-        f"  +actor_rollout_ref.actor.policy_loss.fspo_drift={args.drift}"
-    )
-    if args.check:
-        spec = SimulationSpec(sigma=sigma, mu=mu)
-        constants = MethodConstants.with_policy_loss(fspo_c_low=s.c_low, fspo_c_high=s.c_high, fspo_drift=args.drift)
-        simulated = simulate(spec, constants, ["fspo"]).overall_rate("fspo")
-        drawn = draw_lengths(spec, torch.Generator().manual_seed(spec.seed)).tolist()  # the simulation's lengths
-        same = predicted_fspo_clip_rate(s.c_low, s.c_high, sigma, mu, args.drift, drawn)
-        print(
-            f"check: simulated {simulated:.4f} on {spec.length_dist}[{spec.min_len},{spec.max_len}] lengths "
-            f"(n={spec.n}, normal tokens); CLT prediction on those same lengths {same:.4f}"
-        )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return _simulate_main(args) if args.mode == "simulate" else _calibrate_main(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
