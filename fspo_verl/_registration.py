@@ -22,6 +22,7 @@ CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages", "fspo_verl.downsampl
 #: modules with a ``register()`` function, imported and called in order; failures are recorded, not raised
 OPTIONAL_COMPONENTS: tuple[str, ...] = (
     "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
+    "fspo_verl.diagnostics.loss_hook",  # per-length-bin clip counts for verl's built-in losses (ppo_loss lookup)
 )
 
 #: component module -> formatted traceback of its failure in this process

@@ -55,6 +55,10 @@ class FSPOPolicyLossConfig(PolicyLossConfig):
     length_bins (list[int], [256, 512, 1024, 2048, 4096]):
         Upper edges of the response-length bins of the clip-rate diagnostics. A bin ``<lo>_<hi>`` holds
         lo < L <= hi; a last open-ended bin ``<last>_inf`` holds longer responses.
+    length_bin_metrics (bool, True):
+        With one of verl's built-in losses (vanilla, gspo, geo_mean, sapo, cispo), also log
+        ``actor/<loss_mode>/seqs_len_*`` and ``clipped_len_*`` (``fspo_verl.diagnostics.loss_hook``); verl's
+        loss itself still runs unchanged. fspo and sspo always log them.
     """
 
     fspo_c_low: float = 0.0096
@@ -64,6 +68,7 @@ class FSPOPolicyLossConfig(PolicyLossConfig):
     sspo_tau_pos: float = 1.0
     sspo_tau_neg: float = 1.05
     length_bins: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
+    length_bin_metrics: bool = True
 
     def __post_init__(self) -> None:
         parent_post_init = getattr(super(), "__post_init__", None)
@@ -74,6 +79,8 @@ class FSPOPolicyLossConfig(PolicyLossConfig):
         _check_choice("fspo_drift", self.fspo_drift, FSPO_DRIFTS)
         _check_choice("sspo_gate", self.sspo_gate, SSPO_GATES)
         _check_bins(self.length_bins)
+        if not isinstance(self.length_bin_metrics, bool):
+            raise _bad("length_bin_metrics", self.length_bin_metrics, "it must be true or false")
 
 
 def _bad(name: str, value: Any, allowed: str) -> ValueError:

@@ -17,6 +17,10 @@ With d_{i,t} = log_prob - old_log_prob on response tokens, L_i = sum_t mask and 
               verl clips every token of the sequence with this one ratio, so the whole sequence is clipped).
     geo_mean  at least one token with d outside [-clip_ratio_low, clip_ratio_high] (GMPO, arXiv 2507.20673;
               verl clips in log space; this is the token set verl's own ``pg_clipfrac`` counts).
+    cispo     at least one token whose importance weight exp(clamp(d, -20, 20)) verl clips to
+              [1 - clip_ratio_low, 1 + clip_ratio_high] (CISPO, arXiv 2506.13585: the weight is clipped and
+              detached, so the token's update is scaled down; this is the token set verl's ``pg_clipfrac``
+              counts, whatever the sign of A). Same test as ``vanilla``, read as a weight clip.
     sapo      at least one token whose gate removes more than 1% of its gradient: SAPO's token loss
               -A*g(r) with g(r) = sigmoid(tau*(r-1))*4/tau has gradient -A*g'(r)*r*grad log pi, PPO's
               unclipped one -A*r*grad log pi, so the gate scales the token's gradient by
@@ -82,6 +86,11 @@ def vanilla_clipped(old_log_prob, log_prob, advantages, response_mask, config) -
     return _any_token((ratio < lo) | (ratio > hi), batch)  # (bs,)
 
 
+def cispo_clipped(old_log_prob, log_prob, advantages, response_mask, config) -> torch.Tensor:
+    # CISPO clips the detached IS weight with PPO's band: the same per-token test as ``vanilla``
+    return vanilla_clipped(old_log_prob, log_prob, advantages, response_mask, config)  # (bs,)
+
+
 def gspo_clipped(old_log_prob, log_prob, advantages, response_mask, config) -> torch.Tensor:
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
     lo, hi = _band(config)
@@ -125,6 +134,7 @@ CLIP_INDICATORS: dict[str, ClipIndicator] = {
     "gspo": gspo_clipped,
     "geo_mean": geo_mean_clipped,
     "sapo": sapo_gated,
+    "cispo": cispo_clipped,
     "fspo": fspo_clipped,
     "sspo": sspo_gated,
 }
