@@ -92,7 +92,7 @@ def test_cli_simulate_prints_table_and_writes_png_and_json(tmp_path, capsys):
     assert "length bin" in out and "spread max-min" in out and "geo_mean" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
     data = json.loads(js.read_text())
-    assert sum(data["seqs"]) == 1500 and set(data["rates"]) == {"ppo_seq", "vanilla", "gspo", "geo_mean", "sapo", "fspo", "sspo"}
+    assert sum(data["seqs"]) == 1500 and set(data["rates"]) == {"ppo_seq", "vanilla", "gspo", "geo_mean", "sapo", "cispo", "fspo", "sspo"}
     assert all(r is None or 0.0 <= r <= 1.0 for rates in data["rates"].values() for r in rates)
 
 

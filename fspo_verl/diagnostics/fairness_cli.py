@@ -34,7 +34,8 @@ from fspo_verl.diagnostics.simulation import (
 )
 
 
-_BUILTIN_FLAGS = ("ppo_clip_low", "ppo_clip_high", "gspo_clip_low", "gspo_clip_high", "geo_mean_clip", "sapo_tau_pos", "sapo_tau_neg")
+_BUILTIN_FLAGS = ("ppo_clip_low", "ppo_clip_high", "gspo_clip_low", "gspo_clip_high", "geo_mean_clip", "sapo_tau_pos", "sapo_tau_neg",
+                  "cispo_clip_low", "cispo_clip_high")
 _POLICY_LOSS_FLAGS = ("fspo_c_low", "fspo_c_high", "fspo_drift", "sspo_gate", "sspo_tau_pos", "sspo_tau_neg")
 
 

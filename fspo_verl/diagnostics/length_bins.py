@@ -13,9 +13,13 @@ verl would reduce with max/min instead of mean.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
+
+#: a per-bin count metric: ``<prefix>/seqs_len_<lo>_<hi>`` or ``<prefix>/clipped_len_<lo>_<hi>`` (hi may be inf)
+BIN_KEY = re.compile(r"^(?P<prefix>.+)/(?P<kind>seqs|clipped)_len_(?P<lo>\d+)_(?P<hi>\d+|inf)$")
 
 
 def bin_names(edges: Sequence[int]) -> list[str]:

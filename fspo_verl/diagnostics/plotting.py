@@ -22,10 +22,10 @@ import re
 import sys
 from pathlib import Path
 
+from fspo_verl.diagnostics.length_bins import BIN_KEY
 from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
 
 REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
-_BIN_KEY = re.compile(r"^(?P<prefix>.+)/(?P<kind>seqs|clipped)_len_(?P<lo>\d+)_(?P<hi>\d+|inf)$")
 _VAL_KEY = re.compile(r"^val-core/.+/(reward|acc)/mean@\d+$")
 
 
@@ -36,7 +36,7 @@ def clip_rate_series(run: Run) -> dict[str, dict[str, tuple[list[int], list[floa
     """
     found: dict[str, dict[tuple[int, str], set[str]]] = {}
     for key in keys(run):
-        match = _BIN_KEY.match(key)
+        match = BIN_KEY.match(key)
         if match:
             bins = found.setdefault(match["prefix"], {})
             bins.setdefault((int(match["lo"]), f"len_{match['lo']}_{match['hi']}"), set()).add(match["kind"])
@@ -53,7 +53,8 @@ def clip_rate_series(run: Run) -> dict[str, dict[str, tuple[list[int], list[floa
     return out
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +78,7 @@ def plot_reward(run: Run, out: Path) -> Path | None:
     val_keys = sorted(k for k in keys(run) if _VAL_KEY.match(k))
     if key is None and not val_keys:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     if key is not None:
         _band(ax, run, key.rsplit("/", 1)[0], "tab:blue")
@@ -89,14 +90,14 @@ def plot_reward(run: Run, out: Path) -> Path | None:
     ax.set_title("Reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)
 
 
 def plot_response_length(run: Run, out: Path) -> Path | None:
     steps, means = series(run, "response_length/mean")
     if not steps:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     _band(ax, run, "response_length", "tab:green")
     ax.plot(steps, means, color="tab:green", marker="o", markersize=3, label="response_length/mean")
@@ -113,14 +114,14 @@ def plot_response_length(run: Run, out: Path) -> Path | None:
         ax2.set_ylim(0, 1)
         handles, labels = handles + [line], labels + [line.get_label()]
     ax.legend(handles, labels, fontsize=8, loc="upper left")
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)
 
 
 def plot_clip_rates(run: Run, out: Path) -> Path | None:
     rates = clip_rate_series(run)
     if not rates:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rates), 1, figsize=(8, 4.2 * len(rates)), dpi=110, squeeze=False)
     for ax, (prefix, per_bin) in zip(axes[:, 0], rates.items()):
         cmap = plt.get_cmap("viridis")
@@ -136,10 +137,11 @@ def plot_clip_rates(run: Run, out: Path) -> Path | None:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="length bin", title_fontsize=8, ncol=2)
-    return _save(fig, plt, out)
+    return save_figure(fig, plt, out)
 
 
-def _save(fig, plt, out: Path) -> Path:
+def save_figure(fig, plt, out: Path) -> Path:
+    """Lay out, write ``out`` (creating its folder) and close the figure."""
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -165,8 +167,9 @@ _MISSING = {
     "reward.png": "no critic/score/mean, critic/rewards/mean or val-core/*/reward metric",
     "response_length.png": "no response_length/mean metric",
     "clip_rate_by_length.png": (
-        "no */seqs_len_* and */clipped_len_* count metrics; they come from loss_mode=fspo or sspo "
-        "(actor/fspo/*, actor/sspo/*)"
+        "no */seqs_len_* and */clipped_len_* count metrics; they come from loss_mode=fspo or sspo, and from "
+        "verl's vanilla/gspo/geo_mean/sapo/cispo with policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig "
+        "(the presets algorithm=grpo/gspo/gmpo/sapo/cispo set it)"
     ),
 }
 

@@ -26,7 +26,7 @@ from fspo_verl.diagnostics.length_bins import bin_names, per_bin_counts
 
 TOKEN_DISTS = ("normal", "t")
 LENGTH_DISTS = ("loguniform", "uniform", "lognormal")
-#: the four methods of the paper's figure; ``--methods all`` adds verl's vanilla, geo_mean and sapo
+#: the four methods of the paper's figure; ``--methods all`` adds verl's vanilla, geo_mean, sapo and cispo
 DEFAULT_METHODS = ("ppo_seq", "gspo", "fspo", "sspo")
 #: tokens per simulated (bs, T) chunk: 4M float32 = 16 MiB per tensor, our choice to bound memory
 _CHUNK_TOKENS = 1 << 22
@@ -87,6 +87,9 @@ class MethodConstants:
     geo_mean_clip: float = 0.4
     sapo_tau_pos: float = 1.0
     sapo_tau_neg: float = 1.05
+    # CISPO (arXiv 2506.13585): no lower bound; upper 0.28 is our choice (configs/algorithm/cispo.yaml)
+    cispo_clip_low: float = 10.0
+    cispo_clip_high: float = 0.28
     policy_loss: FSPOPolicyLossConfig = field(default_factory=FSPOPolicyLossConfig)
 
     @classmethod
@@ -108,6 +111,7 @@ class MethodConstants:
             "gspo": actor(clip_ratio_low=self.gspo_clip_low, clip_ratio_high=self.gspo_clip_high),
             "geo_mean": actor(clip_ratio_low=self.geo_mean_clip, clip_ratio_high=self.geo_mean_clip),
             "sapo": actor(tau_pos=self.sapo_tau_pos, tau_neg=self.sapo_tau_neg),
+            "cispo": actor(clip_ratio_low=self.cispo_clip_low, clip_ratio_high=self.cispo_clip_high),
             "fspo": actor(),
             "sspo": actor(),
         }
@@ -262,6 +266,7 @@ METHOD_STYLE = {
     "gspo": dict(color="tab:blue", marker="o", label="GSPO band on exp(S/L)"),
     "geo_mean": dict(color="tab:olive", marker="^", label="GMPO (geo_mean, any token)"),
     "sapo": dict(color="tab:purple", marker="x", label="SAPO gate (any token >1%)"),
+    "cispo": dict(color="tab:brown", marker="*", label="CISPO weight clip (any token)"),
     "fspo": dict(color="tab:green", marker="D", label="FSPO sqrt(L) band"),
     "sspo": dict(color="tab:orange", marker="P", label="SSPO gating (>1%)"),
 }

@@ -101,6 +101,32 @@ def test_sspo_runs(tmp_path, cache_dir):
     assert_finite(result, REWARD_AND_LOSS + SYNC + length_bin_keys("sspo"))
 
 
+
+def test_a_builtin_loss_logs_per_bin_counts_that_agree_with_verls_clipfrac(tmp_path, cache_dir):
+    """verl's own cispo with our config class (fspo_verl.diagnostics.loss_hook): the per-bin counts appear in a
+    real run. With one-token responses, the share of sequences clipped equals verl's own actor/pg_clipfrac
+    (cispo counts tokens outside its band whatever the sign of A), and every micro-batch has the same size,
+    so mean(clipped)/mean(seqs) equals the mean of verl's per-micro-batch fractions."""
+    extra = [
+        "algorithm.adv_estimator=grpo",
+        "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=cispo",
+        "actor_rollout_ref.actor.clip_ratio_low=0.002",
+        "actor_rollout_ref.actor.clip_ratio_high=0.002",
+        "actor_rollout_ref.rollout.response_length=1",
+        "data.max_response_length=1",
+        "trainer.val_before_train=false",
+    ]
+    result = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra)
+    assert_succeeded(result)
+    assert_finite(result, REWARD_AND_LOSS + length_bin_keys("cispo"))
+    for step in (1, 2):
+        values = result.metrics[step]
+        counted = values["actor/cispo/clipped_len_0_256"] / values["actor/cispo/seqs_len_0_256"]
+        assert counted == pytest.approx(values["actor/pg_clipfrac"], abs=1e-5), values
+    assert result.metrics[2]["actor/cispo/clipped_len_0_256"] > 0  # off-policy mini-batches leave the band
+
+
 def test_opo_vectorized_runs_on_policy(tmp_path, cache_dir):
     extra = [
         "algorithm.adv_estimator=opo_vectorized",

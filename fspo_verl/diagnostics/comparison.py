@@ -1,0 +1,294 @@
+"""The FSPO paper's comparison (arXiv 2509.09177) in real training: clip rate by response-length bin per method.
+
+Input: for each method (e.g. fspo, gspo, grpo, sspo), the verl file-logger JSONLs of its runs (one per seed,
+same task, steps and seeds for every method). Each run must log the per-bin counts of one loss,
+``<prefix>/seqs_len_<lo>_<hi>`` and ``<prefix>/clipped_len_<lo>_<hi>`` (``fspo_verl.diagnostics.length_bins``).
+
+Pooled clip rate of bin b for a method, over its runs r and training steps s >= ``first_step``:
+
+    rate_b  = sum_{r,s} clipped_b(r, s) / sum_{r,s} seqs_b(r, s)
+    share_b = sum_{r,s} seqs_b(r, s)    / sum_{r,s} sum_b' seqs_b'(r, s)
+
+where clipped_b(r, s) and seqs_b(r, s) are the logged values: verl's mean over the step's micro-batches and
+ranks of per-micro-batch COUNTS. Summing means weights every step by its micro-batch count's inverse, which is
+the same for every step of a run with a fixed batch geometry, so rate_b is the share of clipped sequences in
+bin b over all of the method's training. ``spread = max_b rate_b - min_b rate_b`` over the bins with
+``share_b >= min_share``. Sparse bins (share below ``min_share``, default 0.02: our choice, so that a bin's rate
+rests on at least 2% of several thousand sequences at the documented budget) are reported but left out of
+the spread; with fewer than two dense bins the spread is undefined (None). The bins must be the same for every
+method (pass one ``length_bins`` to all runs).
+
+Outputs of :func:`write_outputs`: ``clip_rate_by_length.png`` (rate per bin, one line per method; hollow markers
+for sparse bins: the real-run counterpart of ``benchmarks/figures/fairness.png``), ``reward.png`` (mean over
+seeds of ``critic/score/mean`` per step, seeds as thin lines), ``comparison.json`` and ``comparison.md``.
+
+    python -m fspo_verl.diagnostics.comparison --run fspo=a.jsonl,b.jsonl --run gspo=c.jsonl,d.jsonl --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fspo_verl.diagnostics.length_bins import BIN_KEY
+from fspo_verl.diagnostics.plotting import pyplot, save_figure
+from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
+
+REWARD_KEY = "critic/score/mean"
+#: bins with less than this share of a method's sequences stay out of the spread (our choice, see the docstring)
+MIN_SHARE = 0.02
+#: FSPO's expected spread from the CLT argument: at most this, and at most EXPECTED_RATIO x GSPO's
+EXPECTED_FSPO_SPREAD = 0.05
+EXPECTED_RATIO = 1.0 / 3.0
+
+
+@dataclass
+class BinRate:
+    name: str  # len_<lo>_<hi>
+    seqs: float  # sum over runs and steps of the logged mean count
+    clipped: float
+    share: float  # of the method's sequences
+    rate: float | None  # clipped / seqs; None for an empty bin
+    dense: bool  # share >= min_share: counted in the spread
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    prefix: str  # the loss's metric prefix, e.g. actor/gspo
+    runs: list[str]
+    steps: int  # training steps pooled per run (the smallest over runs)
+    bins: list[BinRate]
+    spread: float | None  # max - min rate over dense bins; None with fewer than two
+    overall_rate: float | None
+    reward_first5: float | None  # mean over seeds of the mean reward of the first / last 5 steps
+    reward_last5: float | None
+    reward_curve: dict[int, float] = field(default_factory=dict)  # step -> mean over seeds
+
+
+def _bin_prefix(run: Run, path: str) -> tuple[str, list[tuple[int, str]]]:
+    """The one loss prefix with per-bin counts in ``run`` and its bins, ordered by lower edge."""
+    found: dict[str, dict[tuple[int, str], set[str]]] = {}
+    for key in keys(run):
+        match = BIN_KEY.match(key)
+        if match:
+            name = f"len_{match['lo']}_{match['hi']}"
+            found.setdefault(match["prefix"], {}).setdefault((int(match["lo"]), name), set()).add(match["kind"])
+    complete = {p: sorted(b for b, kinds in bins.items() if kinds == {"seqs", "clipped"}) for p, bins in found.items()}
+    complete = {p: b for p, b in complete.items() if b}
+    if len(complete) != 1:
+        raise ValueError(
+            f"{path}: expected the per-bin counts of exactly one loss (<prefix>/seqs_len_*, clipped_len_*), "
+            f"found {sorted(complete) or 'none'}; run verl's built-in losses with "
+            "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig (the presets do)"
+        )
+    return next(iter(complete.items()))
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def summarize_method(method: str, paths: list[str | Path], min_share: float = MIN_SHARE, first_step: int = 1) -> MethodSummary:
+    """Pool one method's runs into per-bin clip rates, its spread and its reward curve."""
+    if not paths:
+        raise ValueError(f"method {method!r} has no run")
+    prefix, bins = None, None
+    seqs: dict[str, float] = {}
+    clipped: dict[str, float] = {}
+    curves: list[dict[int, float]] = []
+    steps_per_run: list[int] = []
+    for path in paths:
+        run = read_run(path)
+        run_prefix, run_bins = _bin_prefix(run, str(path))
+        if prefix is None:
+            prefix, bins = run_prefix, run_bins
+        elif (run_prefix, run_bins) != (prefix, bins):
+            raise ValueError(f"{path}: logs {run_prefix} with bins {[n for _, n in run_bins]}, but {paths[0]} "
+                             f"logs {prefix} with {[n for _, n in bins]}; all runs of a method must match")
+        steps = sorted(s for s in run if s >= first_step and f"{prefix}/seqs_{bins[0][1]}" in run[s])
+        steps_per_run.append(len(steps))
+        for _, name in bins:
+            seqs[name] = seqs.get(name, 0.0) + sum(run[s][f"{prefix}/seqs_{name}"] for s in steps)
+            clipped[name] = clipped.get(name, 0.0) + sum(run[s][f"{prefix}/clipped_{name}"] for s in steps)
+        curves.append(dict(zip(*series(run, REWARD_KEY))))
+    total = sum(seqs.values())
+    rates = []
+    for _, name in bins:
+        share = seqs[name] / total if total > 0 else 0.0
+        rate = clipped[name] / seqs[name] if seqs[name] > 0 else None
+        rates.append(BinRate(name, seqs[name], clipped[name], share, rate, rate is not None and share >= min_share))
+    dense = [b.rate for b in rates if b.dense]
+    curve_steps = sorted(set().union(*curves))
+    curve = {s: _mean([c[s] for c in curves if s in c]) for s in curve_steps}
+    firsts = [_mean([c[s] for s in sorted(c)[:5]]) for c in curves if c]
+    lasts = [_mean([c[s] for s in sorted(c)[-5:]]) for c in curves if c]
+    return MethodSummary(
+        method=method,
+        prefix=prefix,
+        runs=[str(p) for p in paths],
+        steps=min(steps_per_run),
+        bins=rates,
+        spread=max(dense) - min(dense) if len(dense) >= 2 else None,
+        overall_rate=sum(clipped.values()) / total if total > 0 else None,
+        reward_first5=_mean([v for v in firsts if v is not None]),
+        reward_last5=_mean([v for v in lasts if v is not None]),
+        reward_curve={s: v for s, v in curve.items() if v is not None},
+    )
+
+
+def summarize(runs: dict[str, list[str | Path]], min_share: float = MIN_SHARE, first_step: int = 1) -> dict:
+    """Every method's summary, plus FSPO against GSPO when both are present. JSON-ready."""
+    methods = {m: summarize_method(m, paths, min_share, first_step) for m, paths in runs.items()}
+    names = {tuple(b.name for b in s.bins) for s in methods.values()}
+    if len(names) > 1:
+        raise ValueError(
+            "methods logged different length bins "
+            + "; ".join(f"{m}: {[b.name for b in s.bins]}" for m, s in methods.items())
+            + ": pass the same actor_rollout_ref.actor.policy_loss.length_bins to every run"
+        )
+    out = {"min_share": min_share, "first_step": first_step, "methods": {m: asdict(s) for m, s in methods.items()}}
+    fspo, gspo = methods.get("fspo"), methods.get("gspo")
+    if fspo is not None and gspo is not None:
+        holds = None
+        ratio = None
+        if fspo.spread is not None and gspo.spread is not None:
+            ratio = fspo.spread / gspo.spread if gspo.spread > 0 else None
+            holds = fspo.spread <= EXPECTED_FSPO_SPREAD and fspo.spread <= EXPECTED_RATIO * gspo.spread
+        out["fspo_vs_gspo"] = {
+            "fspo_spread": fspo.spread,
+            "gspo_spread": gspo.spread,
+            "ratio": ratio,
+            "expected": f"fspo spread <= {EXPECTED_FSPO_SPREAD} and <= {EXPECTED_RATIO:.3f} x gspo spread",
+            "holds": holds,
+        }
+    return out
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(summary: dict) -> str:
+    """One row per method: each bin's rate (sparse bins in parentheses), the spread and the rewards."""
+    methods = summary["methods"]
+    bins = [b["name"] for b in next(iter(methods.values()))["bins"]]
+    header = ["method", *(b.removeprefix("len_").replace("_", "-") for b in bins), "spread (max-min)", "overall",
+              "reward first 5", "reward last 5"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, m in methods.items():
+        cells = [_fmt(b["rate"]) if b["dense"] else f"({_fmt(b['rate'])})" for b in m["bins"]]
+        spread = _fmt(m["spread"]) if m["spread"] is not None else "- (fewer than 2 dense bins)"
+        lines.append("| " + " | ".join([name, *cells, spread, _fmt(m["overall_rate"]), _fmt(m["reward_first5"]),
+                                        _fmt(m["reward_last5"])]) + " |")  # fmt: skip
+    notes = [
+        "",
+        f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with less than "
+        f"{summary['min_share']:.0%} of the method's sequences, left out of the spread ('-': no sequence).",
+    ]
+    versus = summary.get("fspo_vs_gspo")
+    if versus is not None:
+        notes.append(
+            f"FSPO spread {_fmt(versus['fspo_spread'])} vs GSPO {_fmt(versus['gspo_spread'])} "
+            f"(ratio {_fmt(versus['ratio'], 2)}); expected {versus['expected']}: "
+            + {True: "holds", False: "does NOT hold", None: "undefined"}[versus["holds"]]
+            + "."
+        )
+    return "\n".join(lines + notes) + "\n"
+
+
+def plot_clip_rates(summary: dict, out: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for i, (name, m) in enumerate(summary["methods"].items()):
+        colour = f"C{i % 10}"
+        xs = list(range(len(m["bins"])))
+        ys = [float("nan") if b["rate"] is None else b["rate"] for b in m["bins"]]
+        spread = "" if m["spread"] is None else f" (spread {m['spread']:.3f})"
+        ax.plot(xs, ys, color=colour, linewidth=1.5, label=f"{name}{spread}")
+        dense = [(x, y) for x, y, b in zip(xs, ys, m["bins"]) if b["dense"]]
+        sparse = [(x, y) for x, y, b in zip(xs, ys, m["bins"]) if not b["dense"] and b["rate"] is not None]
+        if dense:
+            ax.scatter(*zip(*dense), color=colour, s=28, zorder=3)
+        if sparse:
+            ax.scatter(*zip(*sparse), facecolors="none", edgecolors=colour, s=28, zorder=3)
+    labels = [b["name"].removeprefix("len_").replace("_", "-") for b in next(iter(summary["methods"].values()))["bins"]]
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("response length bin (tokens)")
+    ax.set_ylabel("share of sequences clipped")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Clip rate by response length in real training (hollow: sparse bin, not in the spread)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, plt, out)
+
+
+def plot_rewards(runs: dict[str, list[str | Path]], summary: dict, out: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for i, (name, paths) in enumerate(runs.items()):
+        colour = f"C{i % 10}"
+        for path in paths:
+            ax.plot(*series(read_run(path), REWARD_KEY), color=colour, alpha=0.25, linewidth=0.8)
+        curve = summary["methods"][name]["reward_curve"]
+        steps = sorted(curve, key=int)
+        ax.plot([int(s) for s in steps], [curve[s] for s in steps], color=colour, linewidth=2,
+                label=f"{name} (mean of {len(paths)} seed{'s' if len(paths) != 1 else ''})")  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel(REWARD_KEY)
+    ax.set_title("Reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, plt, out)
+
+
+def write_outputs(runs: dict[str, list[str | Path]], out_dir: str | Path, min_share: float = MIN_SHARE,
+                  first_step: int = 1) -> dict[str, Path]:  # fmt: skip
+    """Summarize and write the two figures, the JSON and the markdown table; name -> path."""
+    out_dir = Path(out_dir)
+    summary = summarize(runs, min_share, first_step)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "comparison.md").write_text(markdown_table(summary))
+    return {
+        "clip_rate_by_length.png": plot_clip_rates(summary, out_dir / "clip_rate_by_length.png"),
+        "reward.png": plot_rewards(runs, summary, out_dir / "reward.png"),
+        "comparison.json": out_dir / "comparison.json",
+        "comparison.md": out_dir / "comparison.md",
+    }
+
+
+def _parse_run(text: str) -> tuple[str, list[str]]:
+    method, sep, paths = text.partition("=")
+    if not sep or not method or not paths:
+        raise argparse.ArgumentTypeError(f"--run {text!r}: expected METHOD=RUN.jsonl[,RUN.jsonl...]")
+    return method, [p for p in paths.split(",") if p]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fspo_verl.diagnostics.comparison", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", action="append", type=_parse_run, required=True, metavar="METHOD=RUN.jsonl[,...]",
+                        help="one method's runs (one JSONL per seed); repeat for every method")  # fmt: skip
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--min-share", type=float, default=MIN_SHARE, help=f"sparse-bin threshold (default {MIN_SHARE})")
+    parser.add_argument("--first-step", type=int, default=1, help="pool steps >= this (default 1)")
+    args = parser.parse_args(argv)
+    runs = dict(args.run)
+    try:
+        written = write_outputs(runs, args.out, args.min_share, args.first_step)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "comparison.md").read_text())
+    for where in written.values():
+        print(f"wrote {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
