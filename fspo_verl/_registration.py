@@ -73,6 +73,15 @@ def _replay_buffers() -> set[str]:
     return {name for name in (pods.SYNC_CLASS, pods.ASYNC_CLASS) if hasattr(pods, name)}
 
 
+def _loss_hooks() -> set[str]:
+    # The hook patches ppo_loss's module when it is imported; import it as an actor worker does.
+    import verl.workers.utils.losses  # noqa: F401
+
+    from fspo_verl.diagnostics.loss_hook import installed
+
+    return {"length_bins"} if installed() else set()
+
+
 #: kind -> function returning the names present in that registry of the current process
 REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "policy_loss": _policy_losses,
@@ -82,6 +91,7 @@ REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "rollout_adapter": _rollout_adapters,
     "downsampler": _downsamplers,
     "replay_buffer": _replay_buffers,
+    "loss_hook": _loss_hooks,
 }
 
 #: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
@@ -99,6 +109,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("downsampler", "token_efficiency"),
     ("replay_buffer", "PODSReplayBuffer"),
     ("replay_buffer", "PODSReplayBufferAsync"),
+    ("loss_hook", "length_bins"),  # per-bin clip counts for verl's built-in losses, around ppo_loss's lookup
 )
 
 
