@@ -12,7 +12,7 @@
 #   DATA         data preset                              [unset: the launcher's default, the demo task]
 #   LENGTH_BINS  length_bins for every run, e.g. [8,16,32,64,128]  [unset: each preset's own; they must agree]
 #   OUT          output folder                            [outputs/compare_cpu]
-#   MIN_SHARE    sparse-bin threshold of the spread       [0.02]
+#   MIN_SEQS     bins with fewer sequences (all seeds and steps) stay out of the spread  [400]
 #   FSPO_VERL_COMMAND=validate   compose and check every run's config, launch nothing
 # Writes $OUT/runs/<method>/seed<k>/metrics.jsonl, then $OUT/{clip_rate_by_length.png,reward.png,
 # comparison.json,comparison.md}. A run starts fresh each time (no checkpoints, no resume).
@@ -60,5 +60,5 @@ for method in ${METHODS}; do
 done
 
 if [ "${COMMAND}" = train ]; then
-  "${PYTHON}" -m fspo_verl.diagnostics.comparison "${RUN_ARGS[@]}" --out "${OUT}" --min-share "${MIN_SHARE:-0.02}"
+  "${PYTHON}" -m fspo_verl.diagnostics.comparison "${RUN_ARGS[@]}" --out "${OUT}" --min-seqs "${MIN_SEQS:-400}"
 fi

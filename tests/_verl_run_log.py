@@ -30,6 +30,7 @@ from verl.utils.tracking import FileLogger
 from verl.workers.config.actor import FSDPActorConfig
 
 MAX_RESPONSE = 6000
+PROMPT_LENGTH = 120
 
 
 def actor_config(loss_mode: str = "fspo", **policy: object) -> FSDPActorConfig:
@@ -106,6 +107,9 @@ def write_run(
                 "response_length/max": lengths.max().item(),
                 "response_length/min": lengths.min().item(),
                 "response_length/clip_ratio": (lengths == MAX_RESPONSE).float().mean().item(),
+                # the step's sequence count, as verl logs it: every token is a prompt or a response token
+                "prompt_length/mean": float(PROMPT_LENGTH),
+                "perf/total_num_tokens": lengths.sum().item() + PROMPT_LENGTH * lengths.numel(),
                 "timing_s/gen": 3.1 + 0.2 * step,
                 "timing_s/adv": 0.004,
                 "timing_s/update_actor": 1.7 + 0.1 * step,

@@ -15,11 +15,14 @@ from fspo_verl.diagnostics import comparison
 BINS = ("len_0_4", "len_4_8", "len_8_inf")
 
 
-def _log(path: Path, prefix: str, steps: dict[int, tuple[tuple, tuple, float]]) -> str:
-    """A verl file-logger JSONL: per step (seqs per bin, clipped per bin, reward); a step-0 validation line."""
+def _log(path: Path, prefix: str, steps: dict[int, tuple[tuple, tuple, float, int]]) -> str:
+    """A verl file-logger JSONL. Per step: the logged mean count per bin (seqs, clipped), the reward and the
+    step's number of sequences N, logged as verl does (prompt 2 + response 3 tokens each); plus a step-0
+    validation line without training metrics."""
     lines = [{"step": 0, "data": {"val-core/task/acc/mean@1": 0.0}}]
-    for step, (seqs, clipped, reward) in steps.items():
-        data = {"critic/score/mean": reward, "actor/pg_clipfrac": 0.5}
+    for step, (seqs, clipped, reward, n) in steps.items():
+        data = {"critic/score/mean": reward, "actor/pg_clipfrac": 0.5, "prompt_length/mean": 2.0,
+                "response_length/mean": 3.0, "perf/total_num_tokens": 5.0 * n}  # fmt: skip
         for name, s, c in zip(BINS, seqs, clipped):
             data[f"{prefix}/seqs_{name}"] = s
             data[f"{prefix}/clipped_{name}"] = c
@@ -32,60 +35,79 @@ def _log(path: Path, prefix: str, steps: dict[int, tuple[tuple, tuple, float]]) 
 def runs(tmp_path) -> dict[str, list[str]]:
     return {
         "fspo": [
-            _log(tmp_path / "fspo_1.jsonl", "actor/fspo", {1: ((4, 2, 0), (1, 1, 0), 0.1), 2: ((2, 2, 0), (1, 0, 0), 0.3)}),
-            _log(tmp_path / "fspo_2.jsonl", "actor/fspo", {1: ((2, 4, 0.1), (0, 1, 0.1), 0.5)}),
+            _log(tmp_path / "fspo_1.jsonl", "actor/fspo",
+                 {1: ((3, 1, 0), (1.5, 0, 0), 0.1, 100), 2: ((1, 3, 0), (0, 1.5, 0), 0.3, 100)}),
+            _log(tmp_path / "fspo_2.jsonl", "actor/fspo", {1: ((2, 2, 0), (1, 1, 0), 0.5, 200)}),
         ],
-        "gspo": [_log(tmp_path / "gspo_1.jsonl", "actor/gspo", {1: ((4, 4, 4), (4, 2, 0), 0.2), 2: ((4, 4, 4), (2, 0, 0), 0.4)})],
-    }
+        "gspo": [
+            _log(tmp_path / "gspo_1.jsonl", "actor/gspo",
+                 {1: ((4, 3.9, 0.1), (4, 1.95, 0), 0.2, 100), 2: ((4, 4, 0), (2, 0, 0), 0.4, 100)}),
+        ],
+    }  # fmt: skip
 
 
 def test_pooled_rates_spread_and_rewards_match_hand_computed_numbers(runs):
-    summary = comparison.summarize(runs)
+    summary = comparison.summarize(runs, min_seqs=50)
     fspo, gspo = summary["methods"]["fspo"], summary["methods"]["gspo"]
-    # fspo pooled over both seeds and all steps: seqs (8, 8, 0.1), clipped (2, 2, 0.1), total 16.1
-    assert [b["seqs"] for b in fspo["bins"]] == pytest.approx([8, 8, 0.1])
-    assert [b["rate"] for b in fspo["bins"]] == pytest.approx([0.25, 0.25, 1.0])
-    assert [b["share"] for b in fspo["bins"]] == pytest.approx([8 / 16.1, 8 / 16.1, 0.1 / 16.1])
-    assert [b["dense"] for b in fspo["bins"]] == [True, True, False]  # 0.6% < 2%: left out of the spread
+    # fspo, sequences per bin: run 1 step 1 100*(3,1,0)/4 = (75,25,0), step 2 (25,75,0); run 2 200*(2,2,0)/4
+    # = (100,100,0); total (200,200,0). Clipped: (37.5,0,0) + (0,37.5,0) + (50,50,0) = (87.5,87.5,0)
+    assert [b["seqs"] for b in fspo["bins"]] == pytest.approx([200, 200, 0])
+    assert [b["clipped"] for b in fspo["bins"]] == pytest.approx([87.5, 87.5, 0])
+    assert [b["rate"] for b in fspo["bins"]] == pytest.approx([0.4375, 0.4375, None])
+    assert fspo["bins"][0]["se"] == pytest.approx((0.4375 * 0.5625 / 200) ** 0.5)
+    assert [b["dense"] for b in fspo["bins"]] == [True, True, False]  # an empty bin has no rate
     assert fspo["spread"] == 0.0
-    assert fspo["overall_rate"] == pytest.approx(4.1 / 16.1)
+    assert fspo["overall_rate"] == pytest.approx(175 / 400)
     assert fspo["prefix"] == "actor/fspo" and fspo["steps"] == 1
     # rewards: per step the mean over seeds; first/last 5 steps per seed, then the mean over seeds
     assert fspo["reward_curve"] == pytest.approx({1: 0.3, 2: 0.3})
     assert fspo["reward_first5"] == pytest.approx((0.2 + 0.5) / 2)
-    # gspo: seqs (8, 8, 8), clipped (6, 2, 0) -> rates 0.75, 0.25, 0
-    assert [b["rate"] for b in gspo["bins"]] == pytest.approx([0.75, 0.25, 0.0])
-    assert gspo["spread"] == pytest.approx(0.75)
+    # gspo: step 1 100*(4,3.9,0.1)/8 = (50,48.75,1.25), clipped 100*(4,1.95,0)/8 = (50,24.375,0); step 2
+    # (50,50,0), clipped (25,0,0). Rates 75/100, 24.375/98.75, 0/1.25; the last bin is sparse (1.25 < 50)
+    assert [b["seqs"] for b in gspo["bins"]] == pytest.approx([100, 98.75, 1.25])
+    assert [b["rate"] for b in gspo["bins"]] == pytest.approx([0.75, 24.375 / 98.75, 0.0])
+    assert [b["dense"] for b in gspo["bins"]] == [True, True, False]
+    assert gspo["spread"] == pytest.approx(0.75 - 24.375 / 98.75)
     assert summary["fspo_vs_gspo"]["ratio"] == 0.0 and summary["fspo_vs_gspo"]["holds"] is True
 
 
 def test_first_step_and_sparse_threshold_change_the_pool(runs):
-    late = comparison.summarize(runs, first_step=2)["methods"]["fspo"]  # run 1's step 2 only: (2, 2, 0), (1, 0, 0)
-    assert [b["rate"] for b in late["bins"]] == [0.5, 0.0, None]  # an empty bin has no rate
+    late = comparison.summarize(runs, min_seqs=20, first_step=2)["methods"]["fspo"]  # run 1 step 2 only
+    assert [b["seqs"] for b in late["bins"]] == pytest.approx([25, 75, 0])
+    assert [b["rate"] for b in late["bins"]] == [0.0, 0.5, None]
     assert late["spread"] == 0.5
-    loose = comparison.summarize(runs, min_share=0.001)["methods"]["fspo"]  # now the 0.6% bin counts
+    loose = comparison.summarize(runs, min_seqs=1)["methods"]["gspo"]  # now the 1.25-sequence bin counts
     assert loose["spread"] == pytest.approx(0.75)
+    strict = comparison.summarize(runs)["methods"]["gspo"]  # default 400: no bin is dense
+    assert not any(b["dense"] for b in strict["bins"]) and strict["spread"] is None
 
 
 def test_a_single_dense_bin_has_no_spread(tmp_path):
-    one_bin = {"gspo": [_log(tmp_path / "g.jsonl", "actor/gspo", {1: ((8, 0, 0), (2, 0, 0), 0.0)})]}
+    one_bin = {"gspo": [_log(tmp_path / "g.jsonl", "actor/gspo", {1: ((8, 0, 0), (2, 0, 0), 0.0, 512)})]}
     summary = comparison.summarize(one_bin)
     assert summary["methods"]["gspo"]["spread"] is None
+    assert summary["methods"]["gspo"]["bins"][0]["rate"] == 0.25
     assert "fewer than 2 dense bins" in comparison.markdown_table(summary)
 
 
 def test_markdown_table_shows_rates_sparse_bins_and_the_verdict(runs):
-    table = comparison.markdown_table(comparison.summarize(runs))
-    assert "| fspo | 0.250 | 0.250 | (1.000) | 0.000 |" in table
-    assert "| gspo | 0.750 | 0.250 | 0.000 | 0.750 |" in table
+    table = comparison.markdown_table(comparison.summarize(runs, min_seqs=50))
+    assert "| fspo | 0.438 | 0.438 | - | 0.000 |" in table
+    assert "| gspo | 0.750 | 0.247 | (0.000) | 0.503 |" in table
     assert "expected fspo spread <= 0.05 and <= 0.333 x gspo spread: holds." in table
 
 
 def test_runs_with_other_bins_or_no_counts_are_rejected(runs, tmp_path):
     other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps({"step": 1, "data": {"actor/gspo/seqs_len_0_256": 1.0, "actor/gspo/clipped_len_0_256": 0.0}}) + "\n")
+    step = {"actor/gspo/seqs_len_0_256": 1.0, "actor/gspo/clipped_len_0_256": 0.0, "perf/total_num_tokens": 50.0,
+            "prompt_length/mean": 2.0, "response_length/mean": 3.0}  # fmt: skip
+    other.write_text(json.dumps({"step": 1, "data": step}) + "\n")
     with pytest.raises(ValueError, match="different length bins"):
         comparison.summarize({**runs, "gspo": [str(other)]})
+    no_count = tmp_path / "no_count.jsonl"
+    no_count.write_text(json.dumps({"step": 1, "data": {"actor/fspo/seqs_len_0_4": 1.0, "actor/fspo/clipped_len_0_4": 0.0}}) + "\n")
+    with pytest.raises(ValueError, match="lacks perf/total_num_tokens"):
+        comparison.summarize({"fspo": [str(no_count)]})
     bare = tmp_path / "bare.jsonl"
     bare.write_text(json.dumps({"step": 1, "data": {"actor/pg_clipfrac": 0.1}}) + "\n")
     with pytest.raises(ValueError, match="exactly one loss"):

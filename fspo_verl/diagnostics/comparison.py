@@ -4,19 +4,22 @@ Input: for each method (e.g. fspo, gspo, grpo, sspo), the verl file-logger JSONL
 same task, steps and seeds for every method). Each run must log the per-bin counts of one loss,
 ``<prefix>/seqs_len_<lo>_<hi>`` and ``<prefix>/clipped_len_<lo>_<hi>`` (``fspo_verl.diagnostics.length_bins``).
 
-Pooled clip rate of bin b for a method, over its runs r and training steps s >= ``first_step``:
+The logged per-bin values are verl's means over a step's micro-batches and ranks of per-micro-batch COUNTS, so
+within step s their ratios are exact: bin b holds the share seqs_b(s) / sum_b' seqs_b'(s) of the step's
+sequences, and clipped_b(s) / seqs_b(s) of those are clipped. The step's number of sequences N(s) comes from
+verl's own data metrics (exact for a step's batch: every token is a prompt or a response token):
 
-    rate_b  = sum_{r,s} clipped_b(r, s) / sum_{r,s} seqs_b(r, s)
-    share_b = sum_{r,s} seqs_b(r, s)    / sum_{r,s} sum_b' seqs_b'(r, s)
+    N(s)    = perf/total_num_tokens / (prompt_length/mean + response_length/mean)
+    n_b     = sum_{r,s} N(s) * seqs_b(s)    / sum_b' seqs_b'(s)       sequences in bin b, over runs r, steps s
+    c_b     = sum_{r,s} N(s) * clipped_b(s) / sum_b' seqs_b'(s)       of those, clipped
+    rate_b  = c_b / n_b,  se_b = sqrt(rate_b (1 - rate_b) / n_b)     (binomial standard error)
+    spread  = max_b rate_b - min_b rate_b over the dense bins, n_b >= min_seqs
 
-where clipped_b(r, s) and seqs_b(r, s) are the logged values: verl's mean over the step's micro-batches and
-ranks of per-micro-batch COUNTS. Summing means weights every step by its micro-batch count's inverse, which is
-the same for every step of a run with a fixed batch geometry, so rate_b is the share of clipped sequences in
-bin b over all of the method's training. ``spread = max_b rate_b - min_b rate_b`` over the bins with
-``share_b >= min_share``. Sparse bins (share below ``min_share``, default 0.02: our choice, so that a bin's rate
-rests on at least 2% of several thousand sequences at the documented budget) are reported but left out of
-the spread; with fewer than two dense bins the spread is undefined (None). The bins must be the same for every
-method (pass one ``length_bins`` to all runs).
+Steps s >= ``first_step`` count. Sparse bins (n_b < ``min_seqs``, default 400: our choice, a binomial standard
+error of at most 0.5/sqrt(400) = 0.025, half the 0.05 spread FSPO is expected to stay under) are reported but
+left out of the spread; with fewer than two dense bins the spread is undefined (None). The bins must be the
+same for every method (pass one ``length_bins`` to all runs). With ``ppo_epochs`` > 1 the counts cover every
+epoch's pass; N(s) counts each sequence once, so the rates stay shares of sequences.
 
 Outputs of :func:`write_outputs`: ``clip_rate_by_length.png`` (rate per bin, one line per method; hollow markers
 for sparse bins: the real-run counterpart of ``benchmarks/figures/fairness.png``), ``reward.png`` (mean over
@@ -39,8 +42,10 @@ from fspo_verl.diagnostics.plotting import pyplot, save_figure
 from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
 
 REWARD_KEY = "critic/score/mean"
-#: bins with less than this share of a method's sequences stay out of the spread (our choice, see the docstring)
-MIN_SHARE = 0.02
+#: bins with fewer sequences than this (pooled over runs and steps) stay out of the spread (our choice, see above)
+MIN_SEQS = 400
+#: verl's data metrics that give a step's number of sequences
+TOKENS_KEY, PROMPT_KEY, RESPONSE_KEY = "perf/total_num_tokens", "prompt_length/mean", "response_length/mean"
 #: FSPO's expected spread from the CLT argument: at most this, and at most EXPECTED_RATIO x GSPO's
 EXPECTED_FSPO_SPREAD = 0.05
 EXPECTED_RATIO = 1.0 / 3.0
@@ -49,11 +54,12 @@ EXPECTED_RATIO = 1.0 / 3.0
 @dataclass
 class BinRate:
     name: str  # len_<lo>_<hi>
-    seqs: float  # sum over runs and steps of the logged mean count
-    clipped: float
-    share: float  # of the method's sequences
-    rate: float | None  # clipped / seqs; None for an empty bin
-    dense: bool  # share >= min_share: counted in the spread
+    seqs: float  # n_b: sequences in the bin, over runs and steps
+    clipped: float  # c_b
+    share: float  # n_b / sum of n over bins
+    rate: float | None  # c_b / n_b; None for an empty bin
+    se: float | None  # binomial standard error of the rate
+    dense: bool  # n_b >= min_seqs: counted in the spread
 
 
 @dataclass
@@ -94,7 +100,16 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize_method(method: str, paths: list[str | Path], min_share: float = MIN_SHARE, first_step: int = 1) -> MethodSummary:
+def sequences_in_step(metrics: dict[str, float], path: str, step: int) -> float:
+    """N(s): the step's number of sequences, from verl's token count and mean prompt/response lengths."""
+    try:
+        return metrics[TOKENS_KEY] / (metrics[PROMPT_KEY] + metrics[RESPONSE_KEY])
+    except KeyError as err:
+        raise ValueError(f"{path}: step {step} lacks {err.args[0]}, which verl logs every training step; "
+                         "is this the JSONL of a verl training run?") from None  # fmt: skip
+
+
+def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN_SEQS, first_step: int = 1) -> MethodSummary:
     """Pool one method's runs into per-bin clip rates, its spread and its reward curve."""
     if not paths:
         raise ValueError(f"method {method!r} has no run")
@@ -113,16 +128,23 @@ def summarize_method(method: str, paths: list[str | Path], min_share: float = MI
                              f"logs {prefix} with {[n for _, n in bins]}; all runs of a method must match")
         steps = sorted(s for s in run if s >= first_step and f"{prefix}/seqs_{bins[0][1]}" in run[s])
         steps_per_run.append(len(steps))
-        for _, name in bins:
-            seqs[name] = seqs.get(name, 0.0) + sum(run[s][f"{prefix}/seqs_{name}"] for s in steps)
-            clipped[name] = clipped.get(name, 0.0) + sum(run[s][f"{prefix}/clipped_{name}"] for s in steps)
+        for step in steps:
+            logged = run[step]
+            in_step = sum(logged[f"{prefix}/seqs_{name}"] for _, name in bins)
+            if in_step <= 0:
+                continue
+            per_count = sequences_in_step(logged, str(path), step) / in_step
+            for _, name in bins:
+                seqs[name] = seqs.get(name, 0.0) + per_count * logged[f"{prefix}/seqs_{name}"]
+                clipped[name] = clipped.get(name, 0.0) + per_count * logged[f"{prefix}/clipped_{name}"]
         curves.append(dict(zip(*series(run, REWARD_KEY))))
     total = sum(seqs.values())
     rates = []
     for _, name in bins:
-        share = seqs[name] / total if total > 0 else 0.0
-        rate = clipped[name] / seqs[name] if seqs[name] > 0 else None
-        rates.append(BinRate(name, seqs[name], clipped[name], share, rate, rate is not None and share >= min_share))
+        n, c = seqs.get(name, 0.0), clipped.get(name, 0.0)
+        rate = c / n if n > 0 else None
+        se = math.sqrt(max(rate * (1.0 - rate), 0.0) / n) if rate is not None else None
+        rates.append(BinRate(name, n, c, n / total if total > 0 else 0.0, rate, se, rate is not None and n >= min_seqs))
     dense = [b.rate for b in rates if b.dense]
     curve_steps = sorted(set().union(*curves))
     curve = {s: _mean([c[s] for c in curves if s in c]) for s in curve_steps}
@@ -142,9 +164,9 @@ def summarize_method(method: str, paths: list[str | Path], min_share: float = MI
     )
 
 
-def summarize(runs: dict[str, list[str | Path]], min_share: float = MIN_SHARE, first_step: int = 1) -> dict:
+def summarize(runs: dict[str, list[str | Path]], min_seqs: float = MIN_SEQS, first_step: int = 1) -> dict:
     """Every method's summary, plus FSPO against GSPO when both are present. JSON-ready."""
-    methods = {m: summarize_method(m, paths, min_share, first_step) for m, paths in runs.items()}
+    methods = {m: summarize_method(m, paths, min_seqs, first_step) for m, paths in runs.items()}
     names = {tuple(b.name for b in s.bins) for s in methods.values()}
     if len(names) > 1:
         raise ValueError(
@@ -152,7 +174,7 @@ def summarize(runs: dict[str, list[str | Path]], min_share: float = MIN_SHARE, f
             + "; ".join(f"{m}: {[b.name for b in s.bins]}" for m, s in methods.items())
             + ": pass the same actor_rollout_ref.actor.policy_loss.length_bins to every run"
         )
-    out = {"min_share": min_share, "first_step": first_step, "methods": {m: asdict(s) for m, s in methods.items()}}
+    out = {"min_seqs": min_seqs, "first_step": first_step, "methods": {m: asdict(s) for m, s in methods.items()}}
     fspo, gspo = methods.get("fspo"), methods.get("gspo")
     if fspo is not None and gspo is not None:
         holds = None
@@ -182,14 +204,14 @@ def markdown_table(summary: dict) -> str:
               "reward first 5", "reward last 5"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in methods.items():
-        cells = [_fmt(b["rate"]) if b["dense"] else f"({_fmt(b['rate'])})" for b in m["bins"]]
+        cells = [_fmt(b["rate"]) if b["dense"] or b["rate"] is None else f"({_fmt(b['rate'])})" for b in m["bins"]]
         spread = _fmt(m["spread"]) if m["spread"] is not None else "- (fewer than 2 dense bins)"
         lines.append("| " + " | ".join([name, *cells, spread, _fmt(m["overall_rate"]), _fmt(m["reward_first5"]),
                                         _fmt(m["reward_last5"])]) + " |")  # fmt: skip
     notes = [
         "",
-        f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with less than "
-        f"{summary['min_share']:.0%} of the method's sequences, left out of the spread ('-': no sequence).",
+        f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with fewer than "
+        f"{summary['min_seqs']:g} sequences, left out of the spread ('-': no sequence).",
     ]
     versus = summary.get("fspo_vs_gspo")
     if versus is not None:
@@ -247,11 +269,11 @@ def plot_rewards(runs: dict[str, list[str | Path]], summary: dict, out: Path) ->
     return save_figure(fig, plt, out)
 
 
-def write_outputs(runs: dict[str, list[str | Path]], out_dir: str | Path, min_share: float = MIN_SHARE,
+def write_outputs(runs: dict[str, list[str | Path]], out_dir: str | Path, min_seqs: float = MIN_SEQS,
                   first_step: int = 1) -> dict[str, Path]:  # fmt: skip
     """Summarize and write the two figures, the JSON and the markdown table; name -> path."""
     out_dir = Path(out_dir)
-    summary = summarize(runs, min_share, first_step)
+    summary = summarize(runs, min_seqs, first_step)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "comparison.md").write_text(markdown_table(summary))
@@ -275,12 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="append", type=_parse_run, required=True, metavar="METHOD=RUN.jsonl[,...]",
                         help="one method's runs (one JSONL per seed); repeat for every method")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--min-share", type=float, default=MIN_SHARE, help=f"sparse-bin threshold (default {MIN_SHARE})")
+    parser.add_argument("--min-seqs", type=float, default=MIN_SEQS, help=f"sparse-bin threshold (default {MIN_SEQS})")
     parser.add_argument("--first-step", type=int, default=1, help="pool steps >= this (default 1)")
     args = parser.parse_args(argv)
     runs = dict(args.run)
     try:
-        written = write_outputs(runs, args.out, args.min_share, args.first_step)
+        written = write_outputs(runs, args.out, args.min_seqs, args.first_step)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
