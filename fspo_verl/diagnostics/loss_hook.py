@@ -31,7 +31,7 @@ loading the plugin does not import verl's worker stack.
 from __future__ import annotations
 
 import functools
-import logging
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -39,8 +39,6 @@ from typing import Any
 from fspo_verl.config import FSPOPolicyLossConfig
 from fspo_verl.diagnostics.clip_rates import sequence_clipped
 from fspo_verl.diagnostics.length_bins import bin_metrics
-
-logger = logging.getLogger(__name__)
 
 #: the module whose ``get_policy_loss_fn`` name the hook replaces (``ppo_loss`` reads it at call time)
 TARGET_MODULE = "verl.workers.utils.losses"
@@ -107,14 +105,11 @@ def _patch(module: ModuleType) -> None:
         return with_length_bins(original(name), name)
 
     setattr(get_policy_loss_fn, _MARK, True)
-    get_policy_loss_fn.__wrapped_lookup__ = original  # type: ignore[attr-defined]
     module.get_policy_loss_fn = get_policy_loss_fn
 
 
 def installed() -> bool:
     """Whether ``verl.workers.utils.losses`` is imported and its loss lookup goes through the hook."""
-    import sys
-
     module = sys.modules.get(TARGET_MODULE)
     return module is not None and bool(getattr(getattr(module, "get_policy_loss_fn", None), _MARK, False))
 
