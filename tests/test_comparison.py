@@ -126,3 +126,21 @@ def test_cli_writes_figures_json_and_table_from_realistic_logs(tmp_path, capsys)
     assert set(saved["methods"]) == {"fspo", "sspo"} and "fspo_vs_gspo" not in saved
     with pytest.raises(SystemExit):
         comparison.main(["--run", "fspo", "--out", str(out)])
+
+
+def test_recipe_composes_every_run_with_the_same_seed_steps_and_bins(tmp_path):
+    """recipes/compare_cpu.sh in validate mode: each method's run config is composed and checked by the
+    launcher, with the seed, step budget and length bins the comparison needs."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "recipes" / "compare_cpu.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "FSPO_VERL_COMMAND": "validate",
+           "METHODS": "fspo grpo", "SEEDS": "7", "STEPS": "3", "LENGTH_BINS": "[2,3]", "OUT": str(tmp_path)}  # fmt: skip
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for method, loss in (("fspo", "fspo"), ("grpo", "vanilla")):
+        resolved = (tmp_path / "runs" / method / "seed7" / "validate.txt").read_text()
+        assert f"loss_mode: {loss}" in resolved and "length_bins:\n      - 2\n      - 3\n" in resolved
+        assert "total_training_steps: 3" in resolved and "  seed: 7\n" in resolved
