@@ -159,10 +159,18 @@ def _critic_enabled(config: DictConfig) -> bool:
 
 
 def run_checks(config: DictConfig) -> Findings:
-    """All registered checks plus verl's own ``validate_config``; never raises for a bad setting."""
+    """All registered checks (with ``fspo_verl.preflight``'s) plus verl's own ``validate_config``.
+
+    Never raises for a bad setting: a check that crashes on a broken config is reported as a problem.
+    """
+    import fspo_verl.preflight  # noqa: F401 - registers the pre-flight checks on first use
+
     found = Findings()
     for check in CHECKS:
-        found.extend(check(config))
+        try:
+            found.extend(check(config))
+        except Exception as err:  # noqa: BLE001 - one broken key must not hide the other problems
+            found.errors.append(f"check {check.__name__} could not read the config: {type(err).__name__}: {err}")
     found.extend(_verl_validate(config))
     return found
 
