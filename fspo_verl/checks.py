@@ -171,7 +171,9 @@ def run_checks(config: DictConfig) -> Findings:
             found.extend(check(config))
         except Exception as err:  # noqa: BLE001 - one broken key must not hide the other problems
             found.errors.append(f"check {check.__name__} could not read the config: {type(err).__name__}: {err}")
-    found.extend(_verl_validate(config))
+    verl_found = _verl_validate(config)
+    # verl's validate_config builds the actor section too: drop its repeat of a problem already named
+    found.errors.extend(e for e in verl_found.errors if not any(e.split(": ", 1)[-1] in mine for mine in found.errors))
     return found
 
 
@@ -183,7 +185,9 @@ def _verl_validate(config: DictConfig) -> Findings:
     try:
         validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except Exception as err:  # noqa: BLE001 - verl raises AssertionError, ValueError or Hydra's wrappers
-        found.errors.append(f"verl's validate_config rejected the config: {type(err).__name__}: {err}")
+        from fspo_verl.preflight.messages import error_text
+
+        found.errors.append(f"verl's validate_config rejected the config: {error_text(err)}")
     return found
 
 

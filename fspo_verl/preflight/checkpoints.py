@@ -87,16 +87,13 @@ def damaged_files(step_dir: Path, parts: tuple[str, ...] = ("actor",)) -> list[t
             damage.append((step_dir / part, "missing (the save did not finish)"))
     ranks: dict[tuple[Path, str, int], set[int]] = {}
     for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
-        if path.stat().st_size == 0:
-            damage.append((path, "0 bytes"))
-            continue
-        reader = READERS.get(path.suffix)
-        why = reader(path) if reader else None
-        if why:
-            damage.append((path, why))
         match = RANK_FILE.match(path.name)
         if match:
             ranks.setdefault((path.parent, match["kind"], int(match["world"])), set()).add(int(match["rank"]))
+        reader = READERS.get(path.suffix)
+        why = "0 bytes" if path.stat().st_size == 0 else reader(path) if reader else None
+        if why:
+            damage.append((path, why))
     for (folder, kind, world), present in sorted(ranks.items()):
         absent = sorted(set(range(world)) - present)
         if absent:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fspo_verl.checks import Findings, register_check
 from fspo_verl.config_lookup import config_value
-from fspo_verl.preflight.messages import problem
+from fspo_verl.preflight.messages import error_text, problem
 
 #: a Hugging Face Hub id: owner/name, nothing else (no leading ./ or /, no scheme)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -100,8 +100,6 @@ def _build(config: DictConfig, section: str) -> list[str]:
     """Build ``HFModelConfig`` as the workers do: loads the tokenizer, the processor and the HF config."""
     from verl.utils.config import omega_conf_to_dataclass
 
-    from fspo_verl.preflight.sections import _cause
-
     key = f"{section}.path"
     try:
         node = OmegaConf.create(OmegaConf.to_container(config_value(config, section), resolve=True))
@@ -109,7 +107,7 @@ def _build(config: DictConfig, section: str) -> list[str]:
             warnings.simplefilter("ignore")
             omega_conf_to_dataclass(node)
     except Exception as err:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError/...
-        return [problem(key, config_value(config, key), f"the workers cannot load this model ({_cause(err)})", f"check the files in {config_value(config, key)} (config.json, tokenizer) or the other {section}.* keys")]
+        return [problem(key, config_value(config, key), f"the workers cannot load this model ({error_text(err)})", f"check the files in {config_value(config, key)} (config.json, tokenizer) or the other {section}.* keys")]
     return []
 
 

@@ -19,7 +19,10 @@ that model is local.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+import types
+import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fspo_verl.checks import Findings, register_check
 from fspo_verl.config_lookup import config_value
-from fspo_verl.preflight.messages import problem
+from fspo_verl.preflight.messages import closest, error_text, problem
 
 TARGET = "_target_"
 MODEL_CONFIG_CLASS = "HFModelConfig"
@@ -106,36 +109,55 @@ def _target_nodes(node: Any, path: str):
 def _locate(target: str) -> tuple[Any, str | None]:
     from hydra.utils import get_class
 
+    hydra_log = logging.getLogger("hydra.utils")
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)  # it logs the failure at ERROR before raising it; we report it once
     try:
         return get_class(target), None
     except Exception as err:  # noqa: BLE001 - ImportError, AttributeError or Hydra's wrapper
-        return None, str(err).splitlines()[0]
+        return None, " ".join(error_text(err).split())
+    finally:
+        hydra_log.setLevel(level)
+
+
+#: scalar annotations a value is checked against, and what a value of each must be
+SCALARS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
+def _scalar_type(annotation: Any) -> tuple[type | None, bool]:
+    """(int/float/bool/str or None for anything else, whether None is allowed) of a field annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return (annotation if annotation in SCALARS else None), optional
+
+
+def _accepts(want: type, value: Any) -> bool:
+    if isinstance(value, bool) and want is not bool:
+        return False
+    return isinstance(value, SCALARS[want])
 
 
 def _field_problems(key: str, node: DictConfig, cls: type) -> list[str]:
-    """A wrong-typed scalar field of ``node`` (built into ``cls``), named with its full key."""
+    """A scalar field of ``node`` whose value does not fit its annotation in ``cls``, named with its full key."""
     try:
-        typed = OmegaConf.structured(cls)
-    except Exception:  # noqa: BLE001 - a dataclass OmegaConf cannot type; instantiation still checks it
-        return []
-    names = {f.name for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable forward references: fall back to the raw annotations
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
     found = []
     for name in node.keys():
-        if name == TARGET or name not in names or isinstance(node._get_node(name), (DictConfig, ListConfig)):
+        if name == TARGET or name not in hints or isinstance(node._get_node(name), (DictConfig, ListConfig)):
             continue
         try:
             value = node[name]
         except Exception as err:  # noqa: BLE001 - an interpolation that does not resolve
-            found.append(problem(f"{key}.{name}", node._get_node(name)._value(), f"does not resolve ({err})".replace("\n", " "), "give a value or a valid ${...} reference"))
+            found.append(problem(f"{key}.{name}", node._get_node(name)._value(), f"does not resolve ({err})", "give a value or a valid ${...} reference"))
             continue
-        if isinstance(value, (DictConfig, ListConfig, dict, list)):
-            continue  # a reference to another section: checked where it is defined
-        try:
-            typed[name] = value
-        except Exception as err:  # noqa: BLE001 - omegaconf ValidationError and friends
-            want = next((f.type for f in dataclasses.fields(cls) if f.name == name), None)
-            want = getattr(want, "__name__", str(want)).replace("typing.", "")
-            found.append(problem(f"{key}.{name}", value, f"{cls.__name__}.{name} must be {want} ({str(err).splitlines()[0]})", f"give a {want} value"))
+        want, optional = _scalar_type(hints[name])
+        if want is None or (value is None and optional) or _accepts(want, value):
+            continue
+        found.append(problem(f"{key}.{name}", value, f"{cls.__name__}.{name} is {'an optional ' if optional else 'a '}{want.__name__}", f"give a {want.__name__} value"))
     return found
 
 
@@ -154,22 +176,13 @@ def _blame(section: str, container: dict, err: BaseException) -> tuple[str, Any]
     text = str(err)
     for name in sorted(_leaf_keys(container), key=len, reverse=True):
         last = name.rsplit(".", 1)[-1]
-        if re.search(rf"(?<![\w.]){re.escape(last)}(?!\w)", text) and last != TARGET:
+        if last != TARGET and re.search(rf"(?<!\w){re.escape(last)}(?!\w)", text):
             value: Any = container
             for part in name.split("."):
                 value = value[part]
             if not isinstance(value, dict):
                 return f"{section}.{name}", value
     return section, "..."
-
-
-def _cause(err: BaseException) -> str:
-    """The innermost message of Hydra's ``InstantiationException`` chain, on one line."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith("full_key")]
-    inner = next((line for line in lines if not line.startswith("Error in call to target")), lines[0] if lines else "")
-    return f"{type(err).__name__}: {inner.strip()}"
 
 
 def _contains_remote_model(node: DictConfig, key: str) -> bool:
@@ -204,7 +217,7 @@ def _instantiate(config: DictConfig, section: Section, node: DictConfig) -> list
     try:
         container = OmegaConf.to_container(node, resolve=True)
     except Exception as err:  # noqa: BLE001 - an interpolation that does not resolve
-        return [problem(section.key, "...", f"does not resolve: {_cause(err)}", "fix the ${...} reference named above")]
+        return [problem(section.key, "...", f"does not resolve: {error_text(err)}", "fix the ${...} reference named above")]
     for field, source in section.copies:
         container[field] = config_value(config, source)
     for old, new in section.renames:
@@ -220,7 +233,12 @@ def _instantiate(config: DictConfig, section: Section, node: DictConfig) -> list
         leaf = key.rsplit(".", 1)[-1]
         if leaf in renamed:
             key = key[: -len(leaf)] + renamed[leaf]
-        return [problem(key, value, f"verl cannot build {section.key} ({_cause(err)})", f"correct {key}; the workers build this section exactly so")]
+        fix = f"correct {key}; the workers build this section exactly so"
+        if "unexpected keyword argument" in str(err.__cause__ or err):
+            cls, _ = _locate(str(node[TARGET]))
+            fields = [f.name for f in dataclasses.fields(cls)] if cls is not None and dataclasses.is_dataclass(cls) else []
+            fix = f"{key.rsplit('.', 1)[-1]} is not a setting of {section.key}; remove +{key}{closest(key.rsplit('.', 1)[-1], fields)}"
+        return [problem(key, value, f"verl cannot build {section.key} ({error_text(err)})", fix)]
     return []
 
 
