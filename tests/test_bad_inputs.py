@@ -138,3 +138,35 @@ def test_train_harness_sees_ray_start(bad_dir, tmp_path):
     done, marker, _ = _subprocess("train", good, bad_dir, tmp_path)
     assert done.returncode == RAY_STARTED, done.stderr[-2000:]
     assert marker.exists()
+
+
+def test_files_elsewhere_turns_only_absent_paths_into_warnings(bad_dir, capsys, monkeypatch):
+    """FSPO_VERL_FILES_ELSEWHERE=1 (a submission script validating away from the cluster): an absent file warns,
+    a file that is here and bad is still an error."""
+    monkeypatch.setenv("FSPO_VERL_FILES_ELSEWHERE", "1")
+    assert cli(["validate", *_args(BY_NAME["train_files missing"], bad_dir)]) == 0
+    assert "WARNING: data.train_files=" in capsys.readouterr().err
+    assert cli(["validate", *_args(BY_NAME["train_files a CSV"], bad_dir)]) == 1
+
+
+def _module_check(mechanism: str):
+    import importlib
+
+    from fspo_verl.checks import CHECKS
+
+    module = importlib.import_module(f"fspo_verl.preflight.{mechanism}")
+    (check,) = [fn for fn in vars(module).values() if fn in CHECKS and fn.__module__ == module.__name__]
+    return check
+
+
+@pytest.mark.parametrize("row", CORPUS, ids=[row.name for row in CORPUS])
+def test_the_recorded_mechanism_is_the_one_that_catches_it(row, bad_dir, monkeypatch):
+    """Keeps the general-vs-specific count of the corpus honest: the row's own module names its key."""
+    from fspo_verl.checks import run_checks
+    from fspo_verl.launch import compose
+
+    for name, value in row.env.items():
+        monkeypatch.setenv(name, value)
+    run_checks(compose([]))  # imports fspo_verl.preflight, registering its checks
+    errors = _module_check(row.mechanism)(compose(_args(row, bad_dir))).errors
+    assert any(f"{row.key}=" in e for e in errors), errors

@@ -11,6 +11,7 @@ Each module is one mechanism and registers its check into :mod:`fspo_verl.checks
 - :mod:`.values`       nonsense numbers: non-positive counts, lengths, learning rates; negative temperature;
                        a group-relative estimator with one sample per group
 - :mod:`.checkpoints`  the checkpoint a resume would load: present, complete and readable
+- :mod:`.locality`     FSPO_VERL_FILES_ELSEWHERE=1: validating away from the driver, absent paths only warn
 
 Every message is one line (:func:`.messages.problem`): the key, its value, what goes wrong, and the fix.
 No check starts Ray, reads a whole data file, or touches the network.

@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 
 from fspo_verl.checks import Findings, register_check
 from fspo_verl.config_lookup import config_value
+from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -170,7 +171,7 @@ def checkpoint_problems(config: DictConfig) -> Findings:
             return found
         folder = Path(os.path.expanduser(raw))
         if not folder.is_dir():
-            found.errors.append(problem(key, raw, "the folder does not exist", f"pick one of: {', '.join(str(p) for _, p in sorted(step_dirs(folder.parent).items())) or 'none found next to it'}"))
+            report_missing(found, problem(key, raw, "the folder does not exist", f"pick one of: {', '.join(str(p) for _, p in sorted(step_dirs(folder.parent).items())) or 'none found next to it'}"))
             return found
         damage = damaged_files(folder, parts)
         if damage and STEP_DIR.match(folder.name):

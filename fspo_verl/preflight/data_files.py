@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig
 
 from fspo_verl.checks import Findings, register_check
 from fspo_verl.config_lookup import config_value
+from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
 
 FILE_KEYS = ("data.train_files", "data.val_files")
@@ -89,7 +90,7 @@ def file_problems(config: DictConfig, key: str, raw: str, custom: bool) -> Findi
     path = Path(os.path.expanduser(raw.removeprefix("file://")))
     where = "data preparation: see recipes/data/ (e.g. python recipes/data/prepare_gsm8k.py --out DIR)"
     if not path.exists():
-        found.errors.append(problem(key, raw, "the file does not exist", f"give an existing file, or create it with the {where}"))
+        report_missing(found, problem(key, raw, "the file does not exist", f"give an existing file, or create it with the {where}"))
         return found
     if not path.is_file():
         found.errors.append(problem(key, raw, "is a directory, not a file", f"name the parquet file(s) inside it, e.g. {key}=[{path}/train.parquet]"))

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fspo_verl.checks import Findings, register_check
 from fspo_verl.config_lookup import config_value
+from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import error_text, problem
 
 #: a Hugging Face Hub id: owner/name, nothing else (no leading ./ or /, no scheme)
@@ -72,8 +73,12 @@ def model_problems(config: DictConfig, section: str) -> Findings:
         return found
     folder = local_model_dir(path)
     if not folder.is_dir():
-        why = "is a file, not a model directory" if folder.exists() else "does not exist"
-        found.errors.append(problem(key, path, why, f"set {key} to a directory with config.json and tokenizer files, or to a Hub id like Qwen/Qwen2.5-0.5B-Instruct"))
+        message = problem(key, path, "is a file, not a model directory" if folder.exists() else "does not exist",
+                          f"set {key} to a directory with config.json and tokenizer files, or to a Hub id like Qwen/Qwen2.5-0.5B-Instruct")
+        if folder.exists():
+            found.errors.append(message)
+        else:
+            report_missing(found, message)
         return found
     for sub_key in ("hf_config_path", "tokenizer_path"):
         other = config_value(config, f"{section}.{sub_key}")
