@@ -159,11 +159,21 @@ def _critic_enabled(config: DictConfig) -> bool:
 
 
 def run_checks(config: DictConfig) -> Findings:
-    """All registered checks plus verl's own ``validate_config``; never raises for a bad setting."""
+    """All registered checks (with ``fspo_verl.preflight``'s) plus verl's own ``validate_config``.
+
+    Never raises for a bad setting: a check that crashes on a broken config is reported as a problem.
+    """
+    import fspo_verl.preflight  # noqa: F401 - registers the pre-flight checks on first use
+
     found = Findings()
     for check in CHECKS:
-        found.extend(check(config))
-    found.extend(_verl_validate(config))
+        try:
+            found.extend(check(config))
+        except Exception as err:  # noqa: BLE001 - one broken key must not hide the other problems
+            found.errors.append(f"check {check.__name__} could not read the config: {type(err).__name__}: {err}")
+    verl_found = _verl_validate(config)
+    # verl's validate_config builds the actor section too: drop its repeat of a problem already named
+    found.errors.extend(e for e in verl_found.errors if not any(e.split(": ", 1)[-1] in mine for mine in found.errors))
     return found
 
 
@@ -175,7 +185,9 @@ def _verl_validate(config: DictConfig) -> Findings:
     try:
         validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except Exception as err:  # noqa: BLE001 - verl raises AssertionError, ValueError or Hydra's wrappers
-        found.errors.append(f"verl's validate_config rejected the config: {type(err).__name__}: {err}")
+        from fspo_verl.preflight.messages import error_text
+
+        found.errors.append(f"verl's validate_config rejected the config: {error_text(err)}")
     return found
 
 

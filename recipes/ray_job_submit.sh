@@ -61,7 +61,8 @@ fi
 
 OVERRIDES=(cluster=multinode "$@")
 if [[ "${SKIP_LOCAL_VALIDATE:-0}" != 1 ]]; then
-  if ! fspo-verl validate "${OVERRIDES[@]}" >/dev/null; then
+  # the data and model paths name the cluster's files: absent here, they are checked by the job's driver
+  if ! FSPO_VERL_FILES_ELSEWHERE=1 fspo-verl validate "${OVERRIDES[@]}" >/dev/null; then
     echo "error: the overrides above do not validate (NNODES=$NNODES GPUS_PER_NODE=$GPUS_PER_NODE); nothing was submitted" >&2
     exit 1
   fi

@@ -15,6 +15,13 @@ ACTOR = "actor_rollout_ref.actor"
 GPU_CONTEXT = ["cluster=8gpu", "model=qwen3_8b_base", "data=math"]
 
 
+@pytest.fixture(autouse=True)
+def _files_live_on_the_cluster(monkeypatch):
+    """The GPU presets name data under ~/data and Hub models that this test machine does not have: validate as a submission script does (absent paths warn; fspo_verl.preflight.locality)."""
+    monkeypatch.setenv("FSPO_VERL_FILES_ELSEWHERE", "1")
+
+
+
 def _errors(overrides: list[str]) -> list[str]:
     return run_checks(compose(overrides)).errors
 

@@ -107,6 +107,25 @@ def _simulate_main(args: argparse.Namespace) -> int:
     return 0
 
 
+POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
+
+
+def calibrated_overrides(c_low: float, c_high: float, drift: str) -> list[str]:
+    """Hydra overrides that select FSPO with these constants, with our presets and with plain ``main_ppo``.
+
+    The constants use Hydra's ``++`` (add the key, or override it if present): ``algorithm=fspo`` already
+    defines them, so ``+key`` fails there ("Could not append to config. An item is already at ..."), while
+    verl's own ``policy_loss`` section lacks them, so a plain ``key=`` fails under ``main_ppo``.
+    """
+    return [
+        f"{POLICY_LOSS}.loss_mode=fspo",
+        f"{POLICY_LOSS}._target_=fspo_verl.config.FSPOPolicyLossConfig",
+        f"++{POLICY_LOSS}.fspo_c_low={c_low:.4g}",
+        f"++{POLICY_LOSS}.fspo_c_high={c_high:.4g}",
+        f"++{POLICY_LOSS}.fspo_drift={drift}",
+    ]
+
+
 def _calibrate_main(args: argparse.Namespace) -> int:
     weights = None
     if args.run:
@@ -118,12 +137,8 @@ def _calibrate_main(args: argparse.Namespace) -> int:
         sigma, mu, lengths = args.sigma, (0.0 if args.mu is None else args.mu), args.length or [1024.0]
     s = suggest_fspo_constants(args.target, sigma, mu, args.drift, lengths, args.high_to_low, weights)
     print(f"target clip rate {args.target:g}: fspo_c_low={s.c_low:.4g} fspo_c_high={s.c_high:.4g} (predicted {s.predicted_rate:.4f})")
-    print(
-        "  actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig \\\n"
-        f"  +actor_rollout_ref.actor.policy_loss.fspo_c_low={s.c_low:.4g} \\\n"
-        f"  +actor_rollout_ref.actor.policy_loss.fspo_c_high={s.c_high:.4g} \\\n"
-        f"  +actor_rollout_ref.actor.policy_loss.fspo_drift={args.drift}"
-    )
+    print("overrides, for `fspo-verl train algorithm=fspo ...` and `python -m verl.trainer.main_ppo ...` alike:")
+    print(" \\\n".join(f"  {line}" for line in calibrated_overrides(s.c_low, s.c_high, args.drift)))
     if args.check:
         spec = SimulationSpec(sigma=sigma, mu=mu)
         constants = MethodConstants.with_policy_loss(fspo_c_low=s.c_low, fspo_c_high=s.c_high, fspo_drift=args.drift)

@@ -1,0 +1,24 @@
+"""Pre-flight checks: everything a run depends on, looked up in the driver before Ray starts.
+
+Each module is one mechanism and registers its check into :mod:`fspo_verl.checks` on import, so
+``fspo-verl validate`` and ``fspo-verl train`` run them through ``run_checks(config)``:
+
+- :mod:`.sections`     build verl's config dataclass of every section the workers build, as they build it
+- :mod:`.names`        every name the workers look up in a registry (loss, estimator, rollout, logger,
+                       reward manager, resume mode, ...), with the registered names in the message
+- :mod:`.data_files`   the parquet footer of every local data file against the columns verl reads
+- :mod:`.model_files`  the local model's config and tokenizer, loaded as the workers load them
+- :mod:`.values`       nonsense numbers: non-positive counts, lengths, learning rates; negative temperature;
+                       a group-relative estimator with one sample per group
+- :mod:`.checkpoints`  the checkpoint a resume would load: present, complete and readable
+- :mod:`.locality`     FSPO_VERL_FILES_ELSEWHERE=1: validating away from the driver, absent paths only warn
+
+Every message is one line (:func:`.messages.problem`): the key, its value, what goes wrong, and the fix.
+No check starts Ray, reads a whole data file, or touches the network.
+"""
+
+from __future__ import annotations
+
+from fspo_verl.preflight import checkpoints, data_files, model_files, names, sections, values  # noqa: F401 - registers
+
+__all__ = ["checkpoints", "data_files", "model_files", "names", "sections", "values"]

@@ -1,0 +1,172 @@
+"""Every bad input of the corpus (tests/_bad_inputs.py) is rejected in the driver, before Ray starts.
+
+For each row: ``fspo-verl validate`` exits 1 in under 15 s, an ``ERROR`` line names the row's key as
+``key=value``, and Ray was never started (``ray.init`` is replaced by a recorder, and no Ray process is
+left as a child). A few rows also run in a subprocess, and three through ``fspo-verl train``, whose
+positive control (a good config) shows that the recorder does see ``train`` start Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from _bad_inputs import CORPUS, GENERAL, make_bad_files
+from _no_ray_cli import RAY_STARTED
+from fspo_verl.cli import main as cli
+
+HERE = Path(__file__).parent
+LIMIT_S = 15.0
+BY_NAME = {row.name: row for row in CORPUS}
+
+
+@pytest.fixture(scope="module")
+def bad_dir(tmp_path_factory) -> Path:
+    return make_bad_files(tmp_path_factory.mktemp("bad_inputs"))
+
+
+@pytest.fixture(scope="module")
+def warm():
+    """One good validate first, so that the timed calls do not pay for importing verl and torch."""
+    assert cli(["validate"]) == 0
+
+
+@pytest.fixture
+def ray_recorder(monkeypatch):
+    import ray
+
+    calls: list = []
+
+    def record_init(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("a check started Ray")
+
+    monkeypatch.setattr(ray, "init", record_init)
+    yield calls
+    children = [p.name() for p in psutil.Process().children(recursive=True)]
+    assert not calls and not ray.is_initialized(), "Ray was started"
+    assert not any(n.startswith(("raylet", "gcs_server")) for n in children), children
+
+
+def _args(row, bad_dir: Path) -> list[str]:
+    return [o.format(d=bad_dir) for o in row.overrides]
+
+
+def _errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("ERROR: ")]
+
+
+def test_corpus_is_large_and_covers_the_issue():
+    assert len(CORPUS) >= 40
+    assert len({row.name for row in CORPUS}) == len(CORPUS)
+    counts = Counter("general" if row.mechanism in GENERAL else "specific" for row in CORPUS)
+    assert counts["general"] > counts["specific"], counts
+
+
+@pytest.mark.parametrize("row", CORPUS, ids=[row.name for row in CORPUS])
+def test_validate_rejects_in_the_driver(row, bad_dir, warm, ray_recorder, monkeypatch, capsys):
+    for name, value in row.env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    start = time.perf_counter()
+    status = cli(["validate", *_args(row, bad_dir)])
+    elapsed = time.perf_counter() - start
+    errors = _errors(capsys.readouterr().err)
+    assert status == 1, f"{row.name}: accepted"
+    named = [e for e in errors if f"{row.key}=" in e]
+    assert named, f"{row.name}: no error names {row.key}:\n" + "\n".join(errors)
+    assert any("Fix:" in e for e in named), named
+    assert elapsed < LIMIT_S, f"{row.name}: {elapsed:.1f} s"
+
+
+def _subprocess(command: str, row, bad_dir: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path, float]:
+    marker = tmp_path / "ray_started"
+    # the checkout under test first, as `python -m pytest` has it for the in-process tests
+    path = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, **row.env, "PYTHONPATH": path}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "_no_ray_cli.py"), str(marker), command, *_args(row, bad_dir)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return done, marker, cpu
+
+
+def _assert_rejected_without_ray(done: subprocess.CompletedProcess, marker: Path, key: str) -> None:
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert any(f"{key}=" in e for e in _errors(done.stderr)), done.stderr[-2000:]
+    assert not marker.exists(), marker.read_text()
+
+
+SUBPROCESS_ROWS = ("loss_mode typo", "train_files a CSV", "latest checkpoint half-written")
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_ROWS)
+def test_validate_rejects_in_a_fresh_process(name, bad_dir, tmp_path):
+    """Whole command, fresh interpreter. Timed in CPU seconds (import included), which a loaded machine does not inflate."""
+    row = BY_NAME[name]
+    done, marker, cpu = _subprocess("validate", row, bad_dir, tmp_path)
+    _assert_rejected_without_ray(done, marker, row.key)
+    assert cpu < LIMIT_S, f"{cpu:.1f} CPU s"
+
+
+TRAIN_ROWS = ("negative learning rate", "train_files without verl's columns", "plugin disabled")
+
+
+@pytest.mark.parametrize("name", TRAIN_ROWS)
+def test_train_rejects_before_ray(name, bad_dir, tmp_path):
+    row = BY_NAME[name]
+    done, marker, _ = _subprocess("train", row, bad_dir, tmp_path)
+    _assert_rejected_without_ray(done, marker, row.key)
+    assert "not started" in done.stderr
+
+
+def test_train_harness_sees_ray_start(bad_dir, tmp_path):
+    """Positive control: a good config gets through the checks to ray.init, and the recorder sees it."""
+    row = BY_NAME["loss_mode typo"]
+    good = type(row)("good", (), row.key, row.mechanism, {})
+    done, marker, _ = _subprocess("train", good, bad_dir, tmp_path)
+    assert done.returncode == RAY_STARTED, done.stderr[-2000:]
+    assert marker.exists()
+
+
+def test_files_elsewhere_turns_only_absent_paths_into_warnings(bad_dir, capsys, monkeypatch):
+    """FSPO_VERL_FILES_ELSEWHERE=1 (a submission script validating away from the cluster): an absent file warns,
+    a file that is here and bad is still an error."""
+    monkeypatch.setenv("FSPO_VERL_FILES_ELSEWHERE", "1")
+    assert cli(["validate", *_args(BY_NAME["train_files missing"], bad_dir)]) == 0
+    assert "WARNING: data.train_files=" in capsys.readouterr().err
+    assert cli(["validate", *_args(BY_NAME["train_files a CSV"], bad_dir)]) == 1
+
+
+def _module_check(mechanism: str):
+    import importlib
+
+    from fspo_verl.checks import CHECKS
+
+    module = importlib.import_module(f"fspo_verl.preflight.{mechanism}")
+    (check,) = [fn for fn in vars(module).values() if fn in CHECKS and fn.__module__ == module.__name__]
+    return check
+
+
+@pytest.mark.parametrize("row", CORPUS, ids=[row.name for row in CORPUS])
+def test_the_recorded_mechanism_is_the_one_that_catches_it(row, bad_dir, monkeypatch):
+    """Keeps the general-vs-specific count of the corpus honest: the row's own module names its key."""
+    from fspo_verl.checks import run_checks
+    from fspo_verl.launch import compose
+
+    for name, value in row.env.items():
+        monkeypatch.setenv(name, value)
+    run_checks(compose([]))  # imports fspo_verl.preflight, registering its checks
+    errors = _module_check(row.mechanism)(compose(_args(row, bad_dir))).errors
+    assert any(f"{row.key}=" in e for e in errors), errors
