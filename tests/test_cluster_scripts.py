@@ -26,7 +26,8 @@ SHELL_SCRIPTS = sorted([*RECIPES.glob("*.sh"), *RECIPES.glob("*.sbatch")])
 LAUNCHERS = {"ray_job_submit.sh"}  # not reproduction recipes: they submit elsewhere, tested below
 REPRODUCTIONS = sorted(p for p in RECIPES.glob("*.sh") if p.name not in LAUNCHERS)
 CLUSTER_ENV = ("NNODES", "GPUS_PER_NODE", "RAY_ADDRESS", "FSPO_VERL_PIP", "FSPO_VERL_PIP_OPTIONS", "SLURM_JOB_NODELIST",
-               "SLURM_JOB_NUM_NODES", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK", "HF_TOKEN")
+               "SLURM_JOB_NUM_NODES", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK", "HF_TOKEN",
+               "SLURM_JOB_ID", "SLURM_CPUS_ON_NODE", "CPUS_PER_NODE", "RAY_HEAD_IP", "RAY_START_ARGS")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -201,13 +202,18 @@ def _bash_words(line: str) -> list[str]:
     return out.stdout.split("\0")[:-1]
 
 
-def test_slurm_sbatch_header_matches_the_multinode_defaults():
-    header = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", (RECIPES / "slurm.sbatch").read_text(), re.M))
-    assert header["nodes"] == "2" and header["gpus-per-node"] == "8" and header["ntasks-per-node"] == "1"
+def test_slurm_sbatch_header_asks_for_no_gpu_and_never_runs_ray_stop():
+    text = (RECIPES / "slurm.sbatch").read_text()
+    header = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, re.M))
+    assert header["nodes"] == "2" and header["ntasks-per-node"] == "1"
+    # GPUs come from `sbatch --gpus-per-node=N`: a gres line here is refused outright on a cluster without GPUs
+    assert not re.search(r"^#SBATCH.*(gpu|gres)", text, re.M | re.I)
+    # `ray stop` stops every Ray of the user on a node, other jobs' too
+    assert "ray stop" not in "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def test_slurm_dry_run_starts_head_then_workers_then_the_driver(monkeypatch):
-    proc = _slurm(*RAY_ARGS, FSPO_VERL_HOSTS="gpu01 gpu02 gpu03 gpu04", GPUS_PER_NODE="8", SLURM_CPUS_PER_TASK="32")
+    proc = _slurm(*RAY_ARGS, FSPO_VERL_HOSTS="gpu01 gpu02 gpu03 gpu04", SLURM_GPUS_PER_NODE="h100:8", SLURM_CPUS_PER_TASK="32")
     assert proc.returncode == 0, proc.stderr
     lines = [_bash_words(line) for line in proc.stdout.splitlines()]
     ray_steps = [cmd for cmd in lines if cmd[0] == "srun" and "ray start" in cmd[-1]]
@@ -218,8 +224,7 @@ def test_slurm_dry_run_starts_head_then_workers_then_the_driver(monkeypatch):
     assert all("--gpus-per-node=8" in cmd and "--cpus-per-task=32" in cmd for cmd in ray_steps)
     wait = next(i for i, cmd in enumerate(lines) if "ray.nodes()" in " ".join(cmd))
     driver = next(i for i, cmd in enumerate(lines) if "fspo-verl" in cmd)
-    stops = [i for i, cmd in enumerate(lines) if "ray stop --force" in " ".join(cmd)]
-    assert lines.index(ray_steps[-1]) < wait < driver < min(stops) and len(stops) == 4  # cleanup on every node
+    assert lines.index(ray_steps[-1]) < wait < driver
     assert "len(alive)>=4 and gpus>=4*8" in " ".join(lines[wait])
     command = lines[driver]
     assert command[command.index("fspo-verl", 3):] == ["fspo-verl", "train", "cluster=multinode", *RAY_ARGS]
@@ -227,16 +232,44 @@ def test_slurm_dry_run_starts_head_then_workers_then_the_driver(monkeypatch):
 
 
 def test_slurm_dry_run_can_submit_through_the_job_server():
-    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", SUBMIT_WITH_RAY_JOB="1")
+    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", GPUS_PER_NODE="8", SUBMIT_WITH_RAY_JOB="1")
     submit = next(_bash_words(line) for line in proc.stdout.splitlines() if "ray_job_submit.sh" in line)
     assert submit[:2] == ["env", "RAY_ADDRESS=http://a:8265"] and submit[-1] == "algorithm=fspo"
 
 
 def test_slurm_rejects_a_node_count_that_does_not_match_the_allocation():
-    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", NNODES="4")
+    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", GPUS_PER_NODE="8", NNODES="4")
     assert proc.returncode == 2 and "NNODES=4 but the allocation has 2 node(s)" in proc.stderr
     proc = _sh(RECIPES / "slurm.sbatch", "algorithm=fspo")  # outside SLURM, no DRY_RUN hosts
     assert proc.returncode != 0 and "not inside a SLURM allocation" in proc.stderr
+
+
+def test_slurm_cpu_run_asks_slurm_for_no_gpu_and_gives_ray_what_the_config_needs():
+    proc = _slurm("cluster=cpu", "algorithm=sspo", FSPO_VERL_HOSTS="node1", GPUS_PER_NODE="0",
+                  SLURM_CPUS_ON_NODE="2", VENV=sys.prefix)
+    assert proc.returncode == 0, proc.stderr
+    lines = [_bash_words(line) for line in proc.stdout.splitlines()]
+    (head,) = [cmd for cmd in lines if cmd[0] == "srun" and "ray start" in cmd[-1]]
+    assert not any("gpu" in word for word in head[:-1])  # nothing asked of SLURM's gres
+    assert "--cpus-per-task=2" in head  # the step gets the node's real CPUs ...
+    assert "--num-gpus=2 --num-cpus=6" in head[-1]  # ... Ray the logical ones cluster=cpu needs
+    assert "gpus>=1*2" in " ".join(next(cmd for cmd in lines if "ray.nodes()" in " ".join(cmd)))
+    driver = next(cmd for cmd in lines if "fspo-verl" in cmd)
+    # a cluster= among the arguments replaces the default cluster=multinode
+    assert driver[driver.index("fspo-verl", 3):] == ["fspo-verl", "train", "cluster=cpu", "algorithm=sspo"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["algorithm=fspo"], {}, "GPUS_PER_NODE is unset and the allocation has no GPUs; submit with sbatch --gpus-per-node=N"),
+        (["algorithm=fspo"], {"GPUS_PER_NODE": "0"}, "GPUS_PER_NODE=0 is a CPU run but the cluster preset is cluster=multinode; add cluster=cpu"),
+        (["cluster=cpu"], {"GPUS_PER_NODE": "eight"}, "GPUS_PER_NODE=eight is not a number"),
+    ],
+)
+def test_slurm_refuses_an_unclear_gpu_request_in_one_line(args, env, message):
+    proc = _slurm(*args, FSPO_VERL_HOSTS="a", **env)
+    assert proc.returncode == 2 and message in proc.stderr and "srun" not in proc.stdout, proc.stderr
 
 
 # --------------------------------------------------------------------------------------------------------
