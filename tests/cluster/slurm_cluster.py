@@ -109,7 +109,8 @@ class SlurmCluster:
         return subprocess.run(list(cmd), capture_output=True, text=True, env=kwargs.pop("env", self.env()), **kwargs)
 
     def logs(self) -> str:
-        parts = [f"== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted((self.dir / "log").glob("*.log"))]
+        logs = sorted([*(self.dir / "log").glob("*.log"), *(self.dir / "munge").glob("*.log")])
+        parts = [f"== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in logs]
         return "\n".join(parts)
 
     def pid_files(self) -> list[Path]:
@@ -181,6 +182,13 @@ def job_processes(job_id: str, marker: str | None = None) -> dict[int, str]:
     return found
 
 
+def _start(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a daemon that forks into the background; RuntimeError with its output if it fails."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {(out.stdout + out.stderr).strip()}")
+
+
 def start_cluster(cpus: int | None = None) -> SlurmCluster:
     """Start munged, slurmctld and slurmd for a new private cluster; return once its node is idle."""
     missing = missing_commands()
@@ -201,14 +209,12 @@ def start_cluster(cpus: int | None = None) -> SlurmCluster:
     ))
     munge = root / "munge"
     try:
-        subprocess.run(
+        _start(
             ["runuser", "-u", "munge", "--", "munged", "--force", f"--socket={munge}/munge.sock",
-             f"--pid-file={munge}/munged.pid", f"--log-file={root}/log/munged.log", f"--seed-file={munge}/munged.seed"],
-            check=True, capture_output=True, text=True, timeout=30,
+             f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"],
         )
-        for daemon in ("slurmctld", "slurmd"):
-            subprocess.run([daemon, "-f", str(cluster.conf)], check=True, capture_output=True, text=True,
-                           env=cluster.env(), timeout=30)
+        _start(["slurmctld", "-f", str(cluster.conf)], cluster.env())
+        _start(["slurmd", "-f", str(cluster.conf)], cluster.env())
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             state = cluster.run("sinfo", "--noheader", "--format=%T").stdout.strip()
@@ -219,6 +225,7 @@ def start_cluster(cpus: int | None = None) -> SlurmCluster:
             time.sleep(0.5)
     except BaseException:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
         raise
 
 

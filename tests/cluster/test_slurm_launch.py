@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster.slurm_cluster import SlurmCluster, _free_ports, job_processes
 from fspo_verl.diagnostics.run_log import read_run
 
-pytest_plugins = ["cluster.slurm_cluster"]
+pytest.register_assert_rewrite("cluster.slurm_cluster")  # it is also the plugin below
+from cluster.slurm_cluster import SlurmCluster, _free_ports, job_processes  # noqa: E402
+
+pytest_plugins = ["cluster.slurm_cluster"]  # the slurm_cluster fixture
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
 SBATCH = Path(__file__).resolve().parents[2] / "recipes" / "slurm.sbatch"
