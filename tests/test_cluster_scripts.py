@@ -156,16 +156,53 @@ def test_ray_submit_wheel_digest_depends_on_content_only(default_submission, tmp
     assert runtime_env["pip"]["packages"] == default_submission[2]["pip"]["packages"]
 
 
+def _entrypoint(argv: list[str]) -> list[str]:
+    """The words after `--`: `ray job submit` shell-quotes each and joins them (shlex.join) into the string
+    the job server runs with `sh -c`."""
+    return argv[argv.index("--") + 1:]
+
+
+def _as_the_job_server_runs_it(words: list[str]) -> list[str]:
+    """The argv `sh -c` makes of the entrypoint string Ray 2.60 builds from ``words`` (first word replaced by
+    a printer, so nothing runs)."""
+    from ray.dashboard.modules.job import cli
+
+    assert "shlex.join(entrypoint)" in Path(cli.__file__).read_text()  # how Ray 2.60 builds the string
+    command = shlex.join(["printf", "%s\\0", *words[1:]])
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+    return [words[0], *out.split("\0")[:-1]]
+
+
 def test_ray_submit_command_and_entrypoint(default_submission, monkeypatch):
     _, _, _, argv = default_submission
     assert argv[:4] == ["ray", "job", "submit", "--submission-id"] and argv[4] == "t1"
     assert argv[argv.index("--address") + 1] == "http://head:8265"
     assert "--no-wait" not in argv
-    (entrypoint,) = argv[argv.index("--") + 1:]  # one string: the job server runs it with `sh -c`
-    words = shlex.split(entrypoint)
-    assert words == ["python", "-m", "fspo_verl.cli", "train", "cluster=multinode", *RAY_ARGS]
+    words = _entrypoint(argv)
+    # the default preset, then the sizes from NNODES/GPUS_PER_NODE, then the arguments unchanged
+    assert words == ["python", "-m", "fspo_verl.cli", "train", "cluster=multinode", "trainer.nnodes=4",
+                     "trainer.n_gpus_per_node=8", *RAY_ARGS]
+    assert _as_the_job_server_runs_it(words) == words  # one word per argument reaches python, [a,b] intact
     assert _errors_with_env(words[4:], {"NNODES": "4", "GPUS_PER_NODE": "8"}, monkeypatch) == []
     assert compose(words[4:]).trainer.nnodes == 4
+
+
+def test_ray_submit_a_cluster_preset_among_the_arguments_replaces_the_default(tmp_path):
+    """cluster=cpu: no cluster=multinode, no default sizes (the preset's own), NNODES/GPUS_PER_NODE when set."""
+    proc = _sh(RECIPES / "ray_job_submit.sh", "cluster=cpu", "trainer.total_training_steps=2", DRY_RUN="1",
+               STAGING_DIR=str(tmp_path / "a"))
+    runtime_env, argv = _dry_run(proc)
+    assert _entrypoint(argv)[4:] == ["cluster=cpu", "trainer.total_training_steps=2"]
+    assert "NNODES" not in runtime_env["env_vars"] and "GPUS_PER_NODE" not in runtime_env["env_vars"]
+    proc = _sh(RECIPES / "ray_job_submit.sh", "cluster=cpu", DRY_RUN="1", NNODES="2", GPUS_PER_NODE="1",
+               STAGING_DIR=str(tmp_path / "b"))
+    runtime_env, argv = _dry_run(proc)
+    overrides = _entrypoint(argv)[4:]
+    assert overrides == ["trainer.nnodes=2", "trainer.n_gpus_per_node=1", "cluster=cpu"]
+    assert runtime_env["env_vars"]["NNODES"] == "2" and runtime_env["env_vars"]["GPUS_PER_NODE"] == "1"
+    config = compose(overrides)
+    assert (config.trainer.nnodes, config.trainer.n_gpus_per_node, config.fspo_verl.backend) == (2, 1, "cpu")
+    assert config.actor_rollout_ref.rollout.name == "hf"  # nothing of the multinode preset
 
 
 def test_ray_submit_with_a_pip_requirement_needs_no_working_dir():
@@ -176,7 +213,7 @@ def test_ray_submit_with_a_pip_requirement_needs_no_working_dir():
     assert "working_dir" not in runtime_env and "--address" not in argv and "--no-wait" in argv
     assert runtime_env["pip"] == {"packages": ["git+https://example.org/fspo_verl.git@v0.1.0"], "pip_check": False,
                                   "pip_install_options": ["--no-deps"]}
-    assert shlex.split(argv[-1])[3] == "validate"
+    assert _entrypoint(argv)[3] == "validate"
 
 
 def test_ray_submit_refuses_bad_settings_before_submitting(tmp_path):
