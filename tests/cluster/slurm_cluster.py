@@ -106,7 +106,7 @@ class SlurmCluster:
     def run(self, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
         """A SLURM client command against this cluster (text output captured)."""
         kwargs.setdefault("timeout", 60)
-        return subprocess.run(list(cmd), capture_output=True, text=True, env=kwargs.pop("env", self.env()), **kwargs)
+        return subprocess.run(list(cmd), check=False, capture_output=True, text=True, env=kwargs.pop("env", self.env()), **kwargs)
 
     def logs(self) -> str:
         logs = sorted([*(self.dir / "log").glob("*.log"), *(self.dir / "munge").glob("*.log")])
@@ -184,7 +184,7 @@ def job_processes(job_id: str, marker: str | None = None) -> dict[int, str]:
 
 def _start(cmd: list[str], env: dict[str, str] | None = None) -> None:
     """Run a daemon that forks into the background; RuntimeError with its output if it fails."""
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=30)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {(out.stdout + out.stderr).strip()}")
 

@@ -22,7 +22,7 @@ import pytest
 from fspo_verl.diagnostics.run_log import read_run
 
 pytest.register_assert_rewrite("cluster.slurm_cluster")  # it is also the plugin below
-from cluster.slurm_cluster import SlurmCluster, _free_ports, job_processes  # noqa: E402
+from cluster.slurm_cluster import SlurmCluster, _free_ports, job_processes
 
 pytest_plugins = ["cluster.slurm_cluster"]  # the slurm_cluster fixture
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -176,6 +176,7 @@ def test_a_two_step_cpu_run_completes_checkpoints_and_leaves_nothing(make_job):
     assert (job.run_dir / "ckpt" / "global_step_2" / "actor").is_dir()
     assert job.last_checkpoint() == 2
     job.wait_no_processes(timeout=10)
+    print(f"2-step job {job.id}: {job.cluster.run('scontrol', 'show', 'job', job.id).stdout.split('RunTime=')[1].split()[0]}")
     # the job's Ray session ran under its own temp dir (what the process check above looks for)
     assert list(Path(job.ray_tmpdir).glob("session_*/logs/raylet.out"))
 
@@ -191,7 +192,9 @@ def test_scancel_mid_run_leaves_nothing_behind_within_60s(make_job):
     assert out.returncode == 0, out.stderr
     job.cluster.wait_gone(job.id, CANCELLED_WITHIN_S)
     job.wait_no_processes(timeout=max(0.0, CANCELLED_WITHIN_S - (time.monotonic() - cancelled)))
-    assert time.monotonic() - cancelled <= CANCELLED_WITHIN_S
+    took = time.monotonic() - cancelled
+    assert took <= CANCELLED_WITHIN_S
+    print(f"scancel: job gone and no process of it left after {took:.1f}s")
 
 
 @pytest.mark.timeout(2 * JOB_TIMEOUT_S + 180)
