@@ -110,8 +110,8 @@ def check_for_ray(config: DictConfig) -> dict[str, float] | None:
         dropped = drop_local_only_ray_init(config)
         forward_environment(config, list(FORWARDED_ENVIRONMENT))
         print(f"fspo_verl cpu backend: joining the running Ray cluster ({resources.get('CPU', 0):g} logical CPUs, "
-              f"{resources.get('GPU', 0):g} GPUs); not passed to ray.init, which refuses them there: "
-              f"{' '.join(dropped) or 'nothing'}")
+              f"{resources.get('GPU', 0):g} GPUs) with fspo_verl from {Path(__file__).parents[1]}; not passed to "
+              f"ray.init, which refuses them there: {' '.join(dropped) or 'nothing'}")
     return resources
 
 
