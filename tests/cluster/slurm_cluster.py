@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+if not __package__:  # run as a script (python tests/cluster/slurm_cluster.py): make `cluster` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cluster.ray_cluster import free_ports
 
 #: the commands a cluster needs (Debian: slurmctld slurmd slurm-client munge)
 REQUIRED = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "slurmctld", "slurmd", "munged")
@@ -65,17 +68,6 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubsc
 
 def missing_commands() -> list[str]:
     return [cmd for cmd in REQUIRED if shutil.which(cmd) is None]
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -202,7 +194,7 @@ def start_cluster(cpus: int | None = None) -> SlurmCluster:
         (root / sub).mkdir()
     shutil.chown(root / "munge", "munge", "munge")
     cluster = SlurmCluster(root, host)
-    ctld_port, slurmd_port = _free_ports(2)
+    ctld_port, slurmd_port = free_ports(2)
     cluster.conf.write_text(SLURM_CONF.format(
         name=f"t{root.name[-6:].lower()}", host=host, dir=root, ctld_port=ctld_port, slurmd_port=slurmd_port,
         first_job_id=random.randint(10_000, 9_000_000), cpus=cpus or os.cpu_count() or 1, memory=REAL_MEMORY_MB,
@@ -266,4 +258,4 @@ if __name__ == "__main__":
         input("SLURM is up; press Enter to stop it\n")
     finally:
         cluster.stop()
-        sys.exit(0)
+        shutil.rmtree(cluster.dir, ignore_errors=True)

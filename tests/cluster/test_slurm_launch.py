@@ -23,7 +23,8 @@ import pytest
 from fspo_verl.diagnostics.run_log import read_run
 
 pytest.register_assert_rewrite("cluster.slurm_cluster")  # it is also the plugin below
-from cluster.slurm_cluster import SlurmCluster, _free_ports, job_processes
+from cluster.ray_cluster import free_ports
+from cluster.slurm_cluster import SlurmCluster, job_processes
 
 pytest_plugins = ["cluster.slurm_cluster"]  # the slurm_cluster fixture
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -65,7 +66,7 @@ class Job:
         run_dir.mkdir(parents=True, exist_ok=True)
         # short: Ray's socket paths live under it (108-byte AF_UNIX limit)
         self.ray_tmpdir = tempfile.mkdtemp(prefix="rs", dir="/tmp")
-        gcs, dashboard, agent, client = _free_ports(4)
+        gcs, dashboard, agent, client = free_ports(4)
         self.env = {
             **os.environ,  # PYTHONPATH (a checkout not installed in VENV) goes with the job: sbatch --export=ALL
             "GPUS_PER_NODE": "0",
