@@ -8,14 +8,22 @@
 #   RAY_ADDRESS=http://head:8265 NNODES=2 GPUS_PER_NODE=8 recipes/ray_job_submit.sh \
 #       algorithm=fspo model=qwen3_8b_base data=math data.train_files=/shared/math/train.parquet ...
 #
-# Arguments are Hydra overrides, passed unchanged after `cluster=multinode`. They are composed and checked
-# locally first (`fspo-verl validate`), so a bad setting fails here, before anything is uploaded.
+# Arguments are Hydra overrides. The cluster preset is `cluster=multinode` (GPU nodes, vLLM) unless the
+# arguments choose one: `cluster=<name>` among them replaces that default, and the script then adds no
+# preset of its own (e.g. `cluster=cpu` on a CPU-only Ray cluster: the embedded CPU backend, which reads the
+# running cluster's resources). The overrides are composed and checked locally first (`fspo-verl validate`,
+# with RAY_ADDRESS set: against the running cluster's resources for cluster=cpu), so a bad setting fails
+# here, before anything is uploaded.
 #
 # Environment (all optional except RAY_ADDRESS):
 #   RAY_ADDRESS          the cluster's job server (dashboard), e.g. http://head-node:8265. Required unless DRY_RUN=1.
-#   NNODES               GPU nodes the run uses (default 2). Forwarded to the job: the multinode preset reads it
-#                        with oc.env as trainer.nnodes, in the driver and in the TaskRunner.
-#   GPUS_PER_NODE        GPUs per node (default 8); trainer.n_gpus_per_node, forwarded the same way.
+#                        With token authentication on (Ray 2.60's default for `ray start`), set RAY_AUTH_TOKEN
+#                        (or have the cluster's token in ~/.ray/auth_token) here, as for any `ray job submit`.
+#   NNODES               nodes the run uses; set, it becomes trainer.nnodes=$NNODES (placed before the arguments,
+#                        so an explicit trainer.nnodes=... among them wins) and is forwarded to the job. Default 2
+#                        with the default cluster=multinode preset; with a cluster= of your own, the preset's value.
+#   GPUS_PER_NODE        GPUs per node (FSDP workers per node); trainer.n_gpus_per_node, the same way. Default 8
+#                        with cluster=multinode; with cluster=cpu they are logical GPUs (nothing uses a GPU).
 #   FSPO_VERL_PIP        pip requirement that installs the plugin on every node: a wheel or checkout on storage
 #                        every node mounts (/shared/wheels/fspo_verl-0.1.0-py3-none-any.whl), a git URL
 #                        (git+https://host/org/fspo_verl.git@<ref>), or a released version (fspo-verl==0.1.0).
@@ -47,8 +55,17 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export NNODES=${NNODES:-2}
-export GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+# the cluster preset: multinode, unless an argument chooses one (Hydra group override `cluster=<name>`)
+CLUSTER_PRESET=(cluster=multinode)
+for arg in "$@"; do
+  if [[ "$arg" == cluster=* ]]; then CLUSTER_PRESET=(); fi
+done
+if [[ ${#CLUSTER_PRESET[@]} -gt 0 ]]; then
+  export NNODES=${NNODES:-2} GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+fi
+SIZE=()
+if [[ -n "${NNODES:-}" ]]; then export NNODES; SIZE+=("trainer.nnodes=$NNODES"); fi
+if [[ -n "${GPUS_PER_NODE:-}" ]]; then export GPUS_PER_NODE; SIZE+=("trainer.n_gpus_per_node=$GPUS_PER_NODE"); fi
 PYTHON=${PYTHON:-python3}
 COMMAND=${FSPO_VERL_COMMAND:-train}
 FORWARD_ENV=${FSPO_VERL_FORWARD_ENV:-HF_TOKEN HF_HOME HF_ENDPOINT HF_HUB_OFFLINE TRANSFORMERS_OFFLINE WANDB_API_KEY WANDB_ENTITY WANDB_BASE_URL WANDB_MODE NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME NCCL_IB_HCA}
@@ -59,11 +76,11 @@ if [[ "${DRY_RUN:-0}" != 1 && -z "${RAY_ADDRESS:-}" ]]; then
   exit 2
 fi
 
-OVERRIDES=(cluster=multinode "$@")
+OVERRIDES=("${CLUSTER_PRESET[@]}" "${SIZE[@]}" "$@")
 if [[ "${SKIP_LOCAL_VALIDATE:-0}" != 1 ]]; then
   # the data and model paths name the cluster's files: absent here, they are checked by the job's driver
   if ! FSPO_VERL_FILES_ELSEWHERE=1 fspo-verl validate "${OVERRIDES[@]}" >/dev/null; then
-    echo "error: the overrides above do not validate (NNODES=$NNODES GPUS_PER_NODE=$GPUS_PER_NODE); nothing was submitted" >&2
+    echo "error: the overrides above do not validate (NNODES=${NNODES:-unset} GPUS_PER_NODE=${GPUS_PER_NODE:-unset}); nothing was submitted" >&2
     exit 1
   fi
   if [[ " $* " != *" trainer.default_local_dir="* ]]; then
@@ -110,12 +127,8 @@ import json, os
 pip = {"packages": [os.environ["PIP_SPEC"]], "pip_check": False}
 if os.environ["PIP_OPTIONS"].split():
     pip["pip_install_options"] = os.environ["PIP_OPTIONS"].split()
-env_vars = {
-    "NNODES": os.environ["NNODES"],
-    "GPUS_PER_NODE": os.environ["GPUS_PER_NODE"],
-    "VERL_USE_EXTERNAL_MODULES": "fspo_verl",
-    "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1",
-}
+env_vars = {name: os.environ[name] for name in ("NNODES", "GPUS_PER_NODE") if os.environ.get(name)}
+env_vars.update({"VERL_USE_EXTERNAL_MODULES": "fspo_verl", "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"})
 env_vars.update({name: os.environ[name] for name in os.environ["FORWARDED"].split()})
 runtime_env = {"pip": pip, "env_vars": env_vars}
 if os.environ["WORKING_DIR"]:
@@ -124,13 +137,13 @@ print(json.dumps(runtime_env, sort_keys=True))
 PY
 )
 
-# One shell-quoted string: the job server runs the entrypoint with `sh -c`, so overrides such as
-# data.val_files=[a,b] must reach it quoted.
-ENTRYPOINT=$(printf '%q ' python -m fspo_verl.cli "$COMMAND" "${OVERRIDES[@]}")
+# The entrypoint as separate words: Ray 2.60's `ray job submit` shell-quotes each word after `--` and joins
+# them into the string the job server runs with `sh -c`, so overrides such as data.val_files=[a,b] reach the
+# job intact. (One pre-quoted string would reach `sh` as a single word: "not found", exit 127.)
 SUBMIT=(ray job submit --submission-id "$SUBMISSION_ID" --runtime-env-json "$RUNTIME_ENV")
 if [[ -n "${RAY_ADDRESS:-}" ]]; then SUBMIT+=(--address "$RAY_ADDRESS"); fi
 if [[ "${NO_WAIT:-0}" == 1 ]]; then SUBMIT+=(--no-wait); fi
-SUBMIT+=(-- "${ENTRYPOINT% }")
+SUBMIT+=(-- python -m fspo_verl.cli "$COMMAND" "${OVERRIDES[@]}")
 
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   # Values of forwarded secrets (names containing TOKEN, KEY, SECRET or PASSWORD) are printed as ***.

@@ -26,7 +26,8 @@ SHELL_SCRIPTS = sorted([*RECIPES.glob("*.sh"), *RECIPES.glob("*.sbatch")])
 LAUNCHERS = {"ray_job_submit.sh"}  # not reproduction recipes: they submit elsewhere, tested below
 REPRODUCTIONS = sorted(p for p in RECIPES.glob("*.sh") if p.name not in LAUNCHERS)
 CLUSTER_ENV = ("NNODES", "GPUS_PER_NODE", "RAY_ADDRESS", "FSPO_VERL_PIP", "FSPO_VERL_PIP_OPTIONS", "SLURM_JOB_NODELIST",
-               "SLURM_JOB_NUM_NODES", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK", "HF_TOKEN")
+               "SLURM_JOB_NUM_NODES", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK", "HF_TOKEN",
+               "SLURM_JOB_ID", "SLURM_CPUS_ON_NODE", "CPUS_PER_NODE", "RAY_HEAD_IP", "RAY_START_ARGS")
 
 
 @pytest.fixture(autouse=True)
@@ -162,16 +163,53 @@ def test_ray_submit_wheel_digest_depends_on_content_only(default_submission, tmp
     assert runtime_env["pip"]["packages"] == default_submission[2]["pip"]["packages"]
 
 
+def _entrypoint(argv: list[str]) -> list[str]:
+    """The words after `--`: `ray job submit` shell-quotes each and joins them (shlex.join) into the string
+    the job server runs with `sh -c`."""
+    return argv[argv.index("--") + 1:]
+
+
+def _as_the_job_server_runs_it(words: list[str]) -> list[str]:
+    """The argv `sh -c` makes of the entrypoint string Ray 2.60 builds from ``words`` (first word replaced by
+    a printer, so nothing runs)."""
+    from ray.dashboard.modules.job import cli
+
+    assert "shlex.join(entrypoint)" in Path(cli.__file__).read_text()  # how Ray 2.60 builds the string
+    command = shlex.join(["printf", "%s\\0", *words[1:]])
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+    return [words[0], *out.split("\0")[:-1]]
+
+
 def test_ray_submit_command_and_entrypoint(default_submission, monkeypatch):
     _, _, _, argv = default_submission
     assert argv[:4] == ["ray", "job", "submit", "--submission-id"] and argv[4] == "t1"
     assert argv[argv.index("--address") + 1] == "http://head:8265"
     assert "--no-wait" not in argv
-    (entrypoint,) = argv[argv.index("--") + 1:]  # one string: the job server runs it with `sh -c`
-    words = shlex.split(entrypoint)
-    assert words == ["python", "-m", "fspo_verl.cli", "train", "cluster=multinode", *RAY_ARGS]
+    words = _entrypoint(argv)
+    # the default preset, then the sizes from NNODES/GPUS_PER_NODE, then the arguments unchanged
+    assert words == ["python", "-m", "fspo_verl.cli", "train", "cluster=multinode", "trainer.nnodes=4",
+                     "trainer.n_gpus_per_node=8", *RAY_ARGS]
+    assert _as_the_job_server_runs_it(words) == words  # one word per argument reaches python, [a,b] intact
     assert _errors_with_env(words[4:], {"NNODES": "4", "GPUS_PER_NODE": "8"}, monkeypatch) == []
     assert compose(words[4:]).trainer.nnodes == 4
+
+
+def test_ray_submit_a_cluster_preset_among_the_arguments_replaces_the_default(tmp_path):
+    """cluster=cpu: no cluster=multinode, no default sizes (the preset's own), NNODES/GPUS_PER_NODE when set."""
+    proc = _sh(RECIPES / "ray_job_submit.sh", "cluster=cpu", "trainer.total_training_steps=2", DRY_RUN="1",
+               STAGING_DIR=str(tmp_path / "a"))
+    runtime_env, argv = _dry_run(proc)
+    assert _entrypoint(argv)[4:] == ["cluster=cpu", "trainer.total_training_steps=2"]
+    assert "NNODES" not in runtime_env["env_vars"] and "GPUS_PER_NODE" not in runtime_env["env_vars"]
+    proc = _sh(RECIPES / "ray_job_submit.sh", "cluster=cpu", DRY_RUN="1", NNODES="2", GPUS_PER_NODE="1",
+               STAGING_DIR=str(tmp_path / "b"))
+    runtime_env, argv = _dry_run(proc)
+    overrides = _entrypoint(argv)[4:]
+    assert overrides == ["trainer.nnodes=2", "trainer.n_gpus_per_node=1", "cluster=cpu"]
+    assert runtime_env["env_vars"]["NNODES"] == "2" and runtime_env["env_vars"]["GPUS_PER_NODE"] == "1"
+    config = compose(overrides)
+    assert (config.trainer.nnodes, config.trainer.n_gpus_per_node, config.fspo_verl.backend) == (2, 1, "cpu")
+    assert config.actor_rollout_ref.rollout.name == "hf"  # nothing of the multinode preset
 
 
 def test_ray_submit_with_a_pip_requirement_needs_no_working_dir():
@@ -182,7 +220,7 @@ def test_ray_submit_with_a_pip_requirement_needs_no_working_dir():
     assert "working_dir" not in runtime_env and "--address" not in argv and "--no-wait" in argv
     assert runtime_env["pip"] == {"packages": ["git+https://example.org/fspo_verl.git@v0.1.0"], "pip_check": False,
                                   "pip_install_options": ["--no-deps"]}
-    assert shlex.split(argv[-1])[3] == "validate"
+    assert _entrypoint(argv)[3] == "validate"
 
 
 def test_ray_submit_refuses_bad_settings_before_submitting(tmp_path):
@@ -208,13 +246,18 @@ def _bash_words(line: str) -> list[str]:
     return out.stdout.split("\0")[:-1]
 
 
-def test_slurm_sbatch_header_matches_the_multinode_defaults():
-    header = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", (RECIPES / "slurm.sbatch").read_text(), re.M))
-    assert header["nodes"] == "2" and header["gpus-per-node"] == "8" and header["ntasks-per-node"] == "1"
+def test_slurm_sbatch_header_asks_for_no_gpu_and_never_runs_ray_stop():
+    text = (RECIPES / "slurm.sbatch").read_text()
+    header = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, re.M))
+    assert header["nodes"] == "2" and header["ntasks-per-node"] == "1"
+    # GPUs come from `sbatch --gpus-per-node=N`: a gres line here is refused outright on a cluster without GPUs
+    assert not re.search(r"^#SBATCH.*(gpu|gres)", text, re.M | re.I)
+    # `ray stop` stops every Ray of the user on a node, other jobs' too
+    assert "ray stop" not in "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def test_slurm_dry_run_starts_head_then_workers_then_the_driver(monkeypatch):
-    proc = _slurm(*RAY_ARGS, FSPO_VERL_HOSTS="gpu01 gpu02 gpu03 gpu04", GPUS_PER_NODE="8", SLURM_CPUS_PER_TASK="32")
+    proc = _slurm(*RAY_ARGS, FSPO_VERL_HOSTS="gpu01 gpu02 gpu03 gpu04", SLURM_GPUS_PER_NODE="h100:8", SLURM_CPUS_PER_TASK="32")
     assert proc.returncode == 0, proc.stderr
     lines = [_bash_words(line) for line in proc.stdout.splitlines()]
     ray_steps = [cmd for cmd in lines if cmd[0] == "srun" and "ray start" in cmd[-1]]
@@ -225,8 +268,7 @@ def test_slurm_dry_run_starts_head_then_workers_then_the_driver(monkeypatch):
     assert all("--gpus-per-node=8" in cmd and "--cpus-per-task=32" in cmd for cmd in ray_steps)
     wait = next(i for i, cmd in enumerate(lines) if "ray.nodes()" in " ".join(cmd))
     driver = next(i for i, cmd in enumerate(lines) if "fspo-verl" in cmd)
-    stops = [i for i, cmd in enumerate(lines) if "ray stop --force" in " ".join(cmd)]
-    assert lines.index(ray_steps[-1]) < wait < driver < min(stops) and len(stops) == 4  # cleanup on every node
+    assert lines.index(ray_steps[-1]) < wait < driver
     assert "len(alive)>=4 and gpus>=4*8" in " ".join(lines[wait])
     command = lines[driver]
     assert command[command.index("fspo-verl", 3):] == ["fspo-verl", "train", "cluster=multinode", *RAY_ARGS]
@@ -234,16 +276,44 @@ def test_slurm_dry_run_starts_head_then_workers_then_the_driver(monkeypatch):
 
 
 def test_slurm_dry_run_can_submit_through_the_job_server():
-    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", SUBMIT_WITH_RAY_JOB="1")
+    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", GPUS_PER_NODE="8", SUBMIT_WITH_RAY_JOB="1")
     submit = next(_bash_words(line) for line in proc.stdout.splitlines() if "ray_job_submit.sh" in line)
     assert submit[:2] == ["env", "RAY_ADDRESS=http://a:8265"] and submit[-1] == "algorithm=fspo"
 
 
 def test_slurm_rejects_a_node_count_that_does_not_match_the_allocation():
-    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", NNODES="4")
+    proc = _slurm("algorithm=fspo", FSPO_VERL_HOSTS="a b", GPUS_PER_NODE="8", NNODES="4")
     assert proc.returncode == 2 and "NNODES=4 but the allocation has 2 node(s)" in proc.stderr
     proc = _sh(RECIPES / "slurm.sbatch", "algorithm=fspo")  # outside SLURM, no DRY_RUN hosts
     assert proc.returncode != 0 and "not inside a SLURM allocation" in proc.stderr
+
+
+def test_slurm_cpu_run_asks_slurm_for_no_gpu_and_gives_ray_what_the_config_needs():
+    proc = _slurm("cluster=cpu", "algorithm=sspo", FSPO_VERL_HOSTS="node1", GPUS_PER_NODE="0",
+                  SLURM_CPUS_ON_NODE="2", VENV=sys.prefix)
+    assert proc.returncode == 0, proc.stderr
+    lines = [_bash_words(line) for line in proc.stdout.splitlines()]
+    (head,) = [cmd for cmd in lines if cmd[0] == "srun" and "ray start" in cmd[-1]]
+    assert not any("gpu" in word for word in head[:-1])  # nothing asked of SLURM's gres
+    assert "--cpus-per-task=2" in head  # the step gets the node's real CPUs ...
+    assert "--num-gpus=2 --num-cpus=6" in head[-1]  # ... Ray the logical ones cluster=cpu needs
+    assert "gpus>=1*2" in " ".join(next(cmd for cmd in lines if "ray.nodes()" in " ".join(cmd)))
+    driver = next(cmd for cmd in lines if "fspo-verl" in cmd)
+    # a cluster= among the arguments replaces the default cluster=multinode
+    assert driver[driver.index("fspo-verl", 3):] == ["fspo-verl", "train", "cluster=cpu", "algorithm=sspo"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["algorithm=fspo"], {}, "GPUS_PER_NODE is unset and the allocation has no GPUs; submit with sbatch --gpus-per-node=N"),
+        (["algorithm=fspo"], {"GPUS_PER_NODE": "0"}, "GPUS_PER_NODE=0 is a CPU run but the cluster preset is cluster=multinode; add cluster=cpu"),
+        (["cluster=cpu"], {"GPUS_PER_NODE": "eight"}, "GPUS_PER_NODE=eight is not a number"),
+    ],
+)
+def test_slurm_refuses_an_unclear_gpu_request_in_one_line(args, env, message):
+    proc = _slurm(*args, FSPO_VERL_HOSTS="a", **env)
+    assert proc.returncode == 2 and message in proc.stderr and "srun" not in proc.stdout, proc.stderr
 
 
 # --------------------------------------------------------------------------------------------------------

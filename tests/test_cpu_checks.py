@@ -74,3 +74,36 @@ def test_main_ppo_fails_in_the_driver_before_ray(tmp_path):
     assert proc.returncode != 0
     assert "CPUConfigError" in out and "rollout.name='vllm'" in out and "ray_kwargs.ray_init.num_cpus=3" in out
     assert "ray init kwargs" not in out  # main_ppo prints this right before ray.init
+
+
+def test_joining_a_running_cluster_checks_its_resources_and_drops_what_ray_refuses(monkeypatch):
+    """RAY_ADDRESS set: the cluster's resources (not this host's cores, not ray_init.num_cpus) are checked, and
+    the preset's num_cpus/num_gpus are not passed to ray.init (Ray raises on them for a running cluster)."""
+    import fspo_verl.cpu.checks as checks_module
+    from fspo_verl.cpu import FORWARDED_ENVIRONMENT, check_for_ray
+
+    seen = []
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
+    monkeypatch.setattr(checks_module, "cluster_resources", lambda address: seen.append(address) or {"CPU": 12.0, "GPU": 2.0})
+    cfg = verl_config("trainer.n_gpus_per_node=1", "trainer.nnodes=2")
+    assert check_for_ray(cfg) == {"CPU": 12.0, "GPU": 2.0} and seen == ["http://head:8265"]
+    assert cfg.ray_kwargs.ray_init.num_cpus is None and cfg.ray_kwargs.ray_init.num_gpus is None
+    env_vars = cfg.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env_vars["VERL_PLATFORM"] == "cpu" and set(env_vars) <= set(FORWARDED_ENVIRONMENT)
+
+    monkeypatch.setattr(checks_module, "cluster_resources", lambda address: {"CPU": 4.0, "GPU": 1.0})
+    with pytest.raises(CPUConfigError) as err:
+        check_for_ray(verl_config("trainer.n_gpus_per_node=1", "trainer.nnodes=2"))
+    assert "running Ray cluster has 4 logical CPUs" in str(err.value) and "ray start --num-cpus=N" in str(err.value)
+    assert "running Ray cluster has 1 logical GPUs" in str(err.value) and "ray start --num-gpus=N" in str(err.value)
+
+
+def test_an_unreachable_cluster_is_an_error_naming_ray_address(monkeypatch):
+    from fspo_verl.cpu import check_for_ray
+    from fspo_verl.cpu.existing_cluster import cluster_resources
+
+    cluster_resources.cache_clear()
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(CPUConfigError, match=r"RAY_ADDRESS=http://127.0.0.1:9.*Fix: point RAY_ADDRESS"):
+        check_for_ray(verl_config())

@@ -18,7 +18,14 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from fspo_verl.cpu.checks import CPUConfigError, check_cpu_config, register_launcher_check, required_logical_cpus
+from fspo_verl.cpu.checks import (
+    CPUConfigError,
+    check_cpu_config,
+    register_launcher_check,
+    required_logical_cpus,
+    running_cluster_resources,
+)
+from fspo_verl.cpu.existing_cluster import ClusterUnreachable, drop_local_only_ray_init, forward_environment
 from fspo_verl.cpu.platform import PLATFORM_NAME
 
 HF_ROLLOUT = "hf"
@@ -33,6 +40,11 @@ CPU_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+#: what the Ray workers of a CPU run need from the driver's environment; on a running cluster they do not
+#: inherit it, so these go into ray_kwargs.ray_init.runtime_env.env_vars (those set, when they are set):
+#: the backend's variables, the logger paths prepare_run sets, and the demo assets' cache.
+FORWARDED_ENVIRONMENT = (*CPU_ENVIRONMENT, "VERL_FILE_LOGGER_PATH", "TENSORBOARD_DIR", "FSPO_VERL_CACHE")
 
 
 def backend_selected() -> bool:
@@ -60,18 +72,47 @@ def prepare_run(config: DictConfig) -> None:
     file logger truncates its file, so every run writes a new ``metrics_<n>.jsonl``: a resumed run keeps the
     history of the runs before it.
     """
-    import ray
-
     prepare_cpu_environment()
-    check_cpu_config(config, ray.cluster_resources() if ray.is_initialized() else None)
     out = Path("outputs") / str(config.trainer.project_name) / str(config.trainer.experiment_name)
-    out.mkdir(parents=True, exist_ok=True)
     if "VERL_FILE_LOGGER_PATH" not in os.environ:
         runs = len(list(out.glob("metrics_*.jsonl")))
         os.environ["VERL_FILE_LOGGER_PATH"] = str((out / f"metrics_{runs}.jsonl").resolve())
     os.environ.setdefault("TENSORBOARD_DIR", str((out / "tensorboard").resolve()))
+    check_for_ray(config)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"fspo_verl cpu backend: metrics -> {os.environ['VERL_FILE_LOGGER_PATH']}, "
           f"tensorboard -> {os.environ['TENSORBOARD_DIR']}, checkpoints -> {config.trainer.default_local_dir}")
+
+
+def check_for_ray(config: DictConfig) -> dict[str, float] | None:
+    """Check ``config`` against the Ray it will run on; returns that Ray's resources when it is already running.
+
+    - Ray initialized in this process: its ``ray.cluster_resources()``.
+    - A running cluster to join (``RAY_ADDRESS``, a Ray job, ``ray_kwargs.ray_init.address``): its resources,
+      read without connecting (:mod:`fspo_verl.cpu.existing_cluster`); then the ``ray_kwargs.ray_init`` keys
+      Ray rejects when connecting (the CPU preset's ``num_cpus``/``num_gpus``) are set to null, with a note,
+      and :data:`FORWARDED_ENVIRONMENT` goes into ``ray_init.runtime_env.env_vars`` (set it before calling).
+    - Otherwise a new local Ray, sized by ``ray_kwargs.ray_init``.
+
+    Raises :class:`CPUConfigError` on a config that cannot run there or a cluster that does not answer.
+    """
+    import ray
+
+    if ray.is_initialized():
+        resources = ray.cluster_resources()
+    else:
+        try:
+            resources = running_cluster_resources(config)
+        except ClusterUnreachable as err:
+            raise CPUConfigError(str(err)) from None
+    check_cpu_config(config, resources)
+    if resources is not None and not ray.is_initialized():
+        dropped = drop_local_only_ray_init(config)
+        forward_environment(config, list(FORWARDED_ENVIRONMENT))
+        print(f"fspo_verl cpu backend: joining the running Ray cluster ({resources.get('CPU', 0):g} logical CPUs, "
+              f"{resources.get('GPU', 0):g} GPUs) with fspo_verl from {Path(__file__).parents[1]}; not passed to "
+              f"ray.init, which refuses them there: {' '.join(dropped) or 'nothing'}")
+    return resources
 
 
 def _hook_validate_config(config_module: ModuleType) -> None:
@@ -82,9 +123,7 @@ def _hook_validate_config(config_module: ModuleType) -> None:
 
     @functools.wraps(original)
     def validate_config(config, *args, **kwargs):
-        import ray
-
-        check_cpu_config(config, ray.cluster_resources() if ray.is_initialized() else None)
+        check_for_ray(config)
         return original(config, *args, **kwargs)
 
     validate_config._fspo_cpu_patched = True
@@ -118,6 +157,7 @@ __all__ = [
     "HF_ROLLOUT",
     "backend_selected",
     "check_cpu_config",
+    "check_for_ray",
     "prepare_cpu_environment",
     "prepare_run",
     "register",

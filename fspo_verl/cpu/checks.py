@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fspo_verl.config_lookup import config_value
+from fspo_verl.cpu.existing_cluster import ClusterUnreachable, cluster_resources, existing_cluster_address
 
 #: attention kernels that run on CPU (flash-attention kernels are CUDA-only)
 CPU_ATTENTION = ("sdpa", "eager")
@@ -75,7 +76,19 @@ def _launcher_check(config: DictConfig):
 
     if _get(config, "fspo_verl.backend") != "cpu":
         return Findings()
-    return Findings(errors=cpu_config_problems(config))
+    try:
+        resources = running_cluster_resources(config)
+    except ClusterUnreachable as err:
+        return Findings(errors=[str(err)])
+    return Findings(errors=cpu_config_problems(config, resources))
+
+
+def running_cluster_resources(config: Any) -> dict[str, float] | None:
+    """The logical resources of the Ray cluster this run will join (``RAY_ADDRESS``, a Ray job, or
+    ``ray_kwargs.ray_init.address``), or None when verl's ``ray.init`` will start a new local Ray.
+    Raises :class:`ClusterUnreachable` when the cluster does not answer."""
+    address = existing_cluster_address(config)
+    return None if address is None else cluster_resources(address)
 
 
 def cpu_config_problems(config: Any, ray_resources: dict[str, float] | None = None) -> list[str]:
@@ -111,22 +124,36 @@ def cpu_config_problems(config: Any, ray_resources: dict[str, float] | None = No
             "(trainer.n_gpus_per_node * trainer.nnodes). Fix: actor_rollout_ref.rollout.tensor_model_parallel_size=1."
         )
     need = required_logical_cpus(config)
+    needs_cpus = (f"{workers} FSDP workers + {need - workers - 2} TransferQueue storage units + 1 controller + "
+                  f"1 head-room = {need}; TransferQueue would wait forever")
     if ray_resources is not None:
-        have_cpus, have_gpus, where = ray_resources.get("CPU", 0.0), ray_resources.get("GPU", 0.0), "the running Ray cluster"
-    else:
-        have_cpus = _ray_logical(config, "num_cpus", os.cpu_count() or 1)
-        have_gpus = _ray_logical(config, "num_gpus", 0)
-        where = "ray_kwargs.ray_init"
+        # a running cluster: ray_kwargs.ray_init cannot size it; its nodes were started with their resources
+        have_cpus, have_gpus = ray_resources.get("CPU", 0.0), ray_resources.get("GPU", 0.0)
+        if have_cpus < need:
+            problems.append(
+                f"the running Ray cluster has {have_cpus:g} logical CPUs (all alive nodes) and this config needs "
+                f"{needs_cpus}. Fix: start its nodes with more logical CPUs (`ray start --num-cpus=N` on each; they "
+                "add up), or fewer transfer_queue.backend.SimpleStorage.num_data_storage_units."
+            )
+        if have_gpus < workers:
+            problems.append(
+                f"the running Ray cluster has {have_gpus:g} logical GPUs and trainer.nnodes * trainer.n_gpus_per_node "
+                f"= {workers} FSDP workers each need one (verl's resource-pool check counts Ray GPUs even on CPU). "
+                "Fix: start its nodes with `ray start --num-gpus=N` (logical only; nothing uses a GPU), or fewer "
+                "trainer.n_gpus_per_node / trainer.nnodes."
+            )
+        return problems
+    have_cpus = _ray_logical(config, "num_cpus", os.cpu_count() or 1)
+    have_gpus = _ray_logical(config, "num_gpus", 0)
     if have_cpus < need:
         problems.append(
-            f"ray_kwargs.ray_init.num_cpus={have_cpus:g} (from {where}) is too few logical CPUs: {workers} FSDP "
-            f"workers + {need - workers - 2} TransferQueue storage units + 1 controller + 1 head-room = {need}; "
-            f"TransferQueue would wait forever. Fix: ray_kwargs.ray_init.num_cpus={need} (logical CPUs, not cores), "
+            f"ray_kwargs.ray_init.num_cpus={have_cpus:g} is too few logical CPUs: {needs_cpus}. "
+            f"Fix: ray_kwargs.ray_init.num_cpus={need} (logical CPUs, not cores), "
             "or fewer transfer_queue.backend.SimpleStorage.num_data_storage_units."
         )
     if have_gpus < workers:
         problems.append(
-            f"ray_kwargs.ray_init.num_gpus={have_gpus:g} (from {where}): verl's resource-pool check counts Ray GPUs "
+            f"ray_kwargs.ray_init.num_gpus={have_gpus:g}: verl's resource-pool check counts Ray GPUs "
             f"even on CPU and needs {workers} logical GPUs. Fix: +ray_kwargs.ray_init.num_gpus={workers} "
             "(logical only; nothing uses a GPU)."
         )
