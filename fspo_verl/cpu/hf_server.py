@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any, Optional
 
 import torch
@@ -36,6 +37,12 @@ DIGEST_DIR_ENV = "FSPO_VERL_HF_DIGEST_DIR"
 #: if "1", the server acknowledges weight syncs without applying them: a stale server, used by the end-to-end
 #: test as the negative control of on-policy generation (never set it in a real run)
 FREEZE_ENV = "FSPO_VERL_HF_FREEZE_WEIGHTS"
+
+#: if set, a directory where every server appends one JSON line per decoded batch to ``replica<r>.jsonl``:
+#: weight version, sampling spec, prompts, max_tokens, produced lengths and the wall seconds of the batched
+#: ``generate_batch`` call. ``benchmarks/bench_step_time.py`` reads it to measure the generation floor.
+#: Off (no file, no overhead) unless set.
+TIMING_DIR_ENV = "FSPO_VERL_HF_TIMING_DIR"
 
 #: most requests decoded in one batch. Our choice: beyond ~64 rows the CPU forward gets memory-bound and
 #: a long batch makes short requests wait; 64 covers a demo step (8 prompts x 8 samples) in one batch.
@@ -161,16 +168,33 @@ class HFRolloutServer:
                         future.set_result(result)
 
     def _run_batch(self, spec: SamplingSpec, items: list) -> list[tuple[list[int], list[float]]]:
+        prompts, max_tokens = [item[0] for item in items], [item[1] for item in items]
         with self._model_lock:
-            return generate_batch(
-                self.model,
-                [item[0] for item in items],
-                [item[1] for item in items],
-                spec,
-                self.eos_token_ids,
-                self.pad_token_id,
-                self._generator,
+            start = time.perf_counter()
+            results = generate_batch(
+                self.model, prompts, max_tokens, spec, self.eos_token_ids, self.pad_token_id, self._generator
             )
+            seconds = time.perf_counter() - start
+        timing_dir = os.environ.get(TIMING_DIR_ENV)
+        if timing_dir:
+            self._record_batch(timing_dir, spec, prompts, max_tokens, results, seconds)
+        return results
+
+    def _record_batch(self, timing_dir: str, spec: SamplingSpec, prompts: list[list[int]], max_tokens: list[int],
+                      results: list, seconds: float) -> None:
+        record = {
+            "replica": self.replica_rank,
+            "global_steps": self.global_steps,
+            "end_time": time.time(),
+            "seconds": seconds,
+            "spec": [spec.temperature, spec.top_p, spec.top_k, spec.repetition_penalty],
+            "prompts": prompts,
+            "max_tokens": max_tokens,
+            "response_lens": [len(ids) for ids, _ in results],
+        }
+        os.makedirs(timing_dir, exist_ok=True)
+        with open(os.path.join(timing_dir, f"replica{self.replica_rank}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ weight sync
     async def receive_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> int:
