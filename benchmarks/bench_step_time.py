@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -50,8 +51,16 @@ TARGET_GEN_OVER_FLOOR = 2.0
 DEFAULT_OVERRIDES = ["algorithm=fspo", "data=synthetic_cpu"]
 
 
-def train(overrides: list[str], steps: int, out: Path) -> tuple[list[dict[str, float]], Path, float, int]:
-    """One ``fspo-verl train`` run; returns (per-step metrics, server timing dir, wall seconds, console lines)."""
+def console_lines_per_step(console: str) -> float:
+    """Console lines from verl's first step-metrics line (``step:1 - ...``) to its last, per step after the first
+    (the start-up output, e.g. verl's one-time config dump, is not counted)."""
+    lines = console.splitlines()
+    marks = [i for i, line in enumerate(lines) if re.search(r"\bstep:\d+ - ", line)]
+    return (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else float("nan")
+
+
+def train(overrides: list[str], steps: int, out: Path) -> tuple[list[dict[str, float]], Path, float, str]:
+    """One ``fspo-verl train`` run; returns (per-step metrics, server timing dir, wall seconds, console text)."""
     out.mkdir(parents=True, exist_ok=True)
     log, timing_dir = out / "metrics.jsonl", out / "server_batches"
     args = [
@@ -67,15 +76,15 @@ def train(overrides: list[str], steps: int, out: Path) -> tuple[list[dict[str, f
     print(f"fspo-verl train {' '.join(args)}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "fspo_verl.cli", "train", *args], cwd=out, env=env,
-                          capture_output=True, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # one stream, in order
     wall = time.perf_counter() - start
-    console = proc.stdout + proc.stderr
+    console = proc.stdout
     (out / "console.log").write_text(console)
     if proc.returncode != 0:
         sys.exit(f"training failed (exit {proc.returncode}); console in {out / 'console.log'}:\n{console[-4000:]}")
     data = read_run(log)
     records = [data[s] for s in sorted(data) if "timing_s/step" in data[s]]
-    return records, timing_dir, wall, console.count("\n")
+    return records, timing_dir, wall, console
 
 
 def load_batches(timing_dir: Path) -> dict[int, dict[int, list[dict]]]:
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = args.overrides or DEFAULT_OVERRIDES
     out = args.out or Path(tempfile.mkdtemp(prefix="fspo_bench_step_time_"))
 
-    records, timing_dir, wall, lines = train(overrides, args.steps, out.resolve())
+    records, timing_dir, wall, console = train(overrides, args.steps, out.resolve())
     by_version = load_batches(timing_dir)
     versions = sorted(by_version)
     if len(versions) != len(records):
@@ -158,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_busy_s": median_after_warmup([r["busy"] for r in rows]),
         "median_floor_s": median_after_warmup([r["floor"] for r in rows]),
         "wall_s": wall,
-        "console_lines": lines,
-        "console_lines_per_step": lines / len(rows),
+        "console_lines": console.count("\n"),
+        "console_lines_per_step": console_lines_per_step(console),
         "rows": rows,
     }
     gen_ratio = summary["median_gen_s"] / summary["median_floor_s"]
@@ -167,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(target <= {TARGET_STEP_S}), gen {summary['median_gen_s']:.2f} s, server busy "
           f"{summary['median_busy_s']:.3f} s, floor {summary['median_floor_s']:.3f} s, gen/floor {gen_ratio:.1f} "
           f"(target <= {TARGET_GEN_OVER_FLOOR})")
-    print(f"run wall time {wall:.0f} s incl. start-up; console {lines} lines ({lines / len(rows):.0f} per step); "
-          f"logs in {out}")
+    print(f"run wall time {wall:.0f} s incl. start-up; console {summary['console_lines']} lines, "
+          f"{summary['console_lines_per_step']:.1f} per step after the first; logs in {out}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
