@@ -90,10 +90,10 @@ def test_countdown_parquet_answers_and_lengths(assets):
     assert {"data_source", "prompt", "ability", "reward_model", "extra_info"} <= set(frame.columns)
     lengths = []
     for row in frame.itertuples():
-        n = int(row.prompt[0]["content"])
+        n = countdown.WORDS.index(row.prompt[0]["content"])
         words = row.reward_model["ground_truth"].split()
         assert row.data_source == COUNTDOWN_SOURCE and row.extra_info["answer_length"] == n == len(words)
-        assert [int(w) for w in words] == list(range(n - 1, -1, -1))
+        assert [countdown.WORDS.index(w) for w in words] == list(range(n - 1, -1, -1))
         lengths.append(n)
     assert min(lengths) == countdown.MIN_COUNT and max(lengths) == countdown.MAX_COUNT
     # log-uniform: each doubling bin of the preset's length_bins holds a sizeable share, 128+ included
@@ -131,8 +131,13 @@ def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):
     assert type(builder).__name__ == "QwenContinuousTokenBuilder"
     prompt = tok.apply_chat_template([{"role": "user", "content": "3 4 5"}], add_generation_prompt=True, tokenize=True)
     ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
-    assert tok.convert_ids_to_tokens(ids) == ["3", "4", "5"]
-    prompt = tok.apply_chat_template([{"role": "user", "content": "137"}], add_generation_prompt=True, tokenize=True)
+    assert tok.convert_ids_to_tokens(ids) == ["\u0120", "3", "\u0120", "4", "\u0120", "5"]  # next_digit: the last token is the last digit
+    # countdown: a number is one token as verl's agent loop encodes it (through transformers' reloaded
+    # Qwen2Tokenizer), and responses decode to space-separated words, which the reward compares
+    assert countdown.number_word(137) == "bdh"
+    prompt = tok.apply_chat_template([{"role": "user", "content": "bdh"}], add_generation_prompt=True, tokenize=True)
     ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
-    assert tok.convert_ids_to_tokens(ids) == ["137"]
-    assert tok.decode(tok.convert_tokens_to_ids(["2", "1", "0"]) + [tok.eos_token_id], skip_special_tokens=True).split() == ["2", "1", "0"]
+    assert tok.convert_ids_to_tokens(ids) == ["\u0120bdh"]
+    response = tok(" bc bb ba", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert len(response) == 4
+    assert tok.decode(response, skip_special_tokens=True).split() == ["bc", "bb", "ba"]
