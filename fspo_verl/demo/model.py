@@ -6,7 +6,7 @@ and a newline token: verl's agent loop picks its Qwen token builder from ``model
 requires both. The chat template just concatenates message contents, so a prompt's last token is its
 last word. The model is randomly
 initialised from a fixed seed (the demo then warm-starts it, :mod:`fspo_verl.demo.warm_start`). Sizes are our
-choice: small enough (about 90K parameters) that a step takes seconds on 2 CPU cores, with a context of 256
+choice: small enough (about 86K parameters) that a step takes seconds on 2 CPU cores, with a context of 256
 positions: the longest countdown prompt and answer (1 + 150 words and EOS) with room to spare.
 """
 
