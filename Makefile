@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The CPU demo: FSPO on a tiny local model with verl's real V1 trainer (about 4 minutes on 2 cores).
+# The CPU demo: FSPO on the countdown task with a tiny local model and verl's real V1 trainer (30 steps;
+# 7.5-12 min measured on a shared 2-core machine, see README).
 # Run it again to resume from its last checkpoint. DEMO_ARGS takes any override, e.g. algorithm=sspo.
 DEMO_ARGS ?=
 demo: setup

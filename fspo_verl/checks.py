@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from fspo_verl.config_lookup import config_value
 from fspo_verl.pods_config import check_downsampling_config
+from fspo_verl.polling import POLL_INTERVAL_KEY, poll_interval_error
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
@@ -195,3 +196,11 @@ def _verl_validate(config: DictConfig) -> Findings:
 def check_downsampling(config: DictConfig) -> Findings:
     """PODS/GFPO settings and the batch geometry after keeping m of n (``fspo_verl.pods_config``)."""
     return Findings(errors=check_downsampling_config(config))
+
+
+@register_check
+def check_poll_interval(config: DictConfig) -> Findings:
+    """``trainer.v1.sampler.poll_interval``: seconds between the replay buffer's checks (``fspo_verl.polling``)."""
+    value = config_value(config, POLL_INTERVAL_KEY)
+    error = None if value is None else poll_interval_error(value)
+    return Findings(errors=[error] if error else [])

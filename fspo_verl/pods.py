@@ -54,6 +54,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 from fspo_verl.advantages import group_ids
 from fspo_verl.downsampling import get_downsampler
+from fspo_verl.polling import DEFAULT_POLL_INTERVAL_S
 from fspo_verl.pods_config import (  # noqa: F401  (re-exported: the buffers' settings and errors)
     ASYNC_CLASS,
     KWARGS_KEY,
@@ -90,6 +91,8 @@ class _DownsamplingMixin:
                 gen_batch_size=1,
                 max_inflight_gen_batches=self.settings.max_inflight_gen_batches,
             )
+        # verl passes no poll_interval to a custom sampler; ours polls fast by default (fspo_verl.polling)
+        kwargs.setdefault("poll_interval", DEFAULT_POLL_INTERVAL_S)
         super().__init__(trainer_mode=trainer_mode, sampler_kwargs=sampler_kwargs, **kwargs)
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[KVBatchMeta, dict]:

@@ -7,7 +7,7 @@ set -euo pipefail
 OVERRIDES=(
   algorithm=fspo
   model=tiny_cpu
-  data=synthetic_cpu
+  data=countdown_cpu
   cluster=cpu
 )
 

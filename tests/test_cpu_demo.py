@@ -1,5 +1,5 @@
-"""The CPU demo's assets: cached build, verl-format parquet, the reward, and the tokenizer contracts
-verl's agent loop imposes on a ``qwen2`` model."""
+"""The CPU demo's assets: cached build, verl-format parquet of both tasks, the rewards (hand-computed), the
+warm start, and the tokenizer contracts verl's agent loop imposes on a ``qwen2`` model."""
 
 from __future__ import annotations
 
@@ -7,10 +7,21 @@ import os
 
 import pandas as pd
 import pytest
+import torch
 
-from fspo_verl.demo import ensure_assets
-from fspo_verl.demo.reward import DATA_SOURCE, PARTIAL_CREDIT, compute_score
+from fspo_verl.demo import countdown, ensure_assets
+from fspo_verl.demo.overrides import task_policy_loss
+from fspo_verl.demo.reward import COUNTDOWN_SOURCE, DATA_SOURCE, PARTIAL_CREDIT, compute_score
 from fspo_verl.demo.task import make_rows
+from fspo_verl.diagnostics.length_bins import bin_index, bin_names
+
+
+EDGES = task_policy_loss("countdown_cpu")["length_bins"]  # the preset's length_bins
+
+
+def _bin_counts(lengths: list[int]) -> torch.Tensor:
+    """(K+1,) number of lengths in each bin of EDGES."""
+    return torch.bincount(bin_index(torch.tensor(lengths), EDGES), minlength=len(EDGES) + 1)
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +30,7 @@ def assets(tmp_path_factory):
 
 
 def test_assets_are_built_once_and_cached(assets, tmp_path_factory):
+    assert set(assets) == {"model_path", "train_files", "val_files", "countdown_train_files", "countdown_val_files"}
     stamps = {k: os.stat(v).st_mtime_ns for k, v in assets.items() if k != "model_path"}
     model_stamp = os.stat(os.path.join(assets["model_path"], "config.json")).st_mtime_ns
     again = ensure_assets(os.path.dirname(os.path.dirname(assets["model_path"])))
@@ -44,6 +56,24 @@ def test_reward(response, score):
     assert compute_score(DATA_SOURCE, response, "7") == score
 
 
+@pytest.mark.parametrize(
+    ("response", "answer", "score"),
+    [
+        ("2 1 0", "2 1 0", 1.0),
+        (" 2  1 0 ", "2 1 0", 1.0),  # whitespace is not a word
+        ("2 1", "2 1 0", 2 / 3),  # stopped one word early
+        ("2 1 0 0", "2 1 0", 3 / 4),  # one word too many
+        ("2 0", "2 1 0", 1 / 3),  # skipped 1: the 0 sits in 1's position
+        ("1 0", "2 1 0", 0.0),  # every word one position off
+        ("9 8 7 6 5 4 3 2 1 0", "2 1 0", 0.0),
+        ("", "2 1 0", 0.0),
+        ("4 3 9 1 0", "4 3 2 1 0", 4 / 5),
+    ],
+)
+def test_countdown_reward(response, answer, score):
+    assert compute_score(COUNTDOWN_SOURCE, response, answer) == pytest.approx(score)
+
+
 def test_reward_rejects_other_data_sources():
     with pytest.raises(ValueError, match="data_source"):
         compute_score("gsm8k", "7", "7")
@@ -51,6 +81,41 @@ def test_reward_rejects_other_data_sources():
 
 def test_rows_are_deterministic():
     assert make_rows(5, "train", 0) == make_rows(5, "train", 0)
+    assert countdown.make_rows(5, "train", 0) == countdown.make_rows(5, "train", 0)
+    assert countdown.make_rows(5, "train", 0) != countdown.make_rows(5, "train", 1)
+
+
+def test_countdown_parquet_answers_and_lengths(assets):
+    frame = pd.read_parquet(assets["countdown_train_files"])
+    assert {"data_source", "prompt", "ability", "reward_model", "extra_info"} <= set(frame.columns)
+    lengths = []
+    for row in frame.itertuples():
+        n = countdown.WORDS.index(row.prompt[0]["content"])
+        words = row.reward_model["ground_truth"].split()
+        assert row.data_source == COUNTDOWN_SOURCE and row.extra_info["answer_length"] == n == len(words)
+        assert [countdown.WORDS.index(w) for w in words] == list(range(n - 1, -1, -1))
+        lengths.append(n)
+    assert min(lengths) == countdown.MIN_COUNT and max(lengths) == countdown.MAX_COUNT
+    # log-uniform: each doubling bin of the preset's length_bins holds a sizeable share, 128+ included
+    shares = dict(zip(bin_names(EDGES), (_bin_counts(lengths) / len(lengths)).tolist()))
+    assert all(share > 0.02 for share in shares.values()), shares
+    assert all(0.1 < shares[name] < 0.25 for name in bin_names(EDGES)[1:-1]), shares
+
+
+def test_warm_start_leaves_room_for_rl(assets):
+    """RL starts from a mean reward neither ~0 nor ~1, with answers of every length bin (temperature 1)."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fspo_verl.demo.warm_start import sampled_reward
+
+    model = AutoModelForCausalLM.from_pretrained(assets["model_path"])
+    tokenizer = AutoTokenizer.from_pretrained(assets["model_path"])
+    rng = random.Random(5)
+    reward, lengths = sampled_reward(model, tokenizer, [countdown.draw_count(rng) for _ in range(64)])
+    assert 0.2 < reward < 0.8, reward
+    assert int((_bin_counts(lengths) > 0).sum()) >= 4, lengths
 
 
 def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):
@@ -66,4 +131,13 @@ def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):
     assert type(builder).__name__ == "QwenContinuousTokenBuilder"
     prompt = tok.apply_chat_template([{"role": "user", "content": "3 4 5"}], add_generation_prompt=True, tokenize=True)
     ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
-    assert tok.convert_ids_to_tokens(ids) == ["3", "4", "5"]
+    assert tok.convert_ids_to_tokens(ids) == ["\u0120", "3", "\u0120", "4", "\u0120", "5"]  # next_digit: the last token is the last digit
+    # countdown: a number is one token as verl's agent loop encodes it (through transformers' reloaded
+    # Qwen2Tokenizer), and responses decode to space-separated words, which the reward compares
+    assert countdown.number_word(137) == "bdh"
+    prompt = tok.apply_chat_template([{"role": "user", "content": "bdh"}], add_generation_prompt=True, tokenize=True)
+    ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+    assert tok.convert_ids_to_tokens(ids) == ["\u0120bdh"]
+    response = tok(" bc bb ba", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert len(response) == 4
+    assert tok.decode(response, skip_special_tokens=True).split() == ["bc", "bb", "ba"]

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any, Optional
 
 import torch
@@ -37,9 +38,22 @@ DIGEST_DIR_ENV = "FSPO_VERL_HF_DIGEST_DIR"
 #: test as the negative control of on-policy generation (never set it in a real run)
 FREEZE_ENV = "FSPO_VERL_HF_FREEZE_WEIGHTS"
 
-#: most requests decoded in one batch. Our choice: beyond ~64 rows the CPU forward gets memory-bound and
-#: a long batch makes short requests wait; 64 covers a demo step (8 prompts x 8 samples) in one batch.
-MAX_BATCH_SIZE = 64
+#: if set, a directory where every server appends one JSON line per decoded batch to ``replica<r>.jsonl``:
+#: weight version, sampling spec, prompts, max_tokens, produced lengths and the wall seconds of the batched
+#: ``generate_batch`` call. ``benchmarks/bench_step_time.py`` reads it to measure the generation floor.
+#: Off (no file, no overhead) unless set.
+TIMING_DIR_ENV = "FSPO_VERL_HF_TIMING_DIR"
+
+#: most requests decoded in one batch. Our choice: 256 covers one replica's share of a demo step (64 prompts x 8
+#: samples over 2 replicas); a decode step of a small model costs about the same for 1 or 256 rows on CPU
+#: (Python and kernel-launch overhead dominate), so fewer, fuller batches save CPU the agent loop needs.
+MAX_BATCH_SIZE = 256
+
+#: how long a batch keeps collecting requests after its first one arrived (seconds), unless it fills up first.
+#: Our choice: verl's agent loop sends a step's requests one Ray call at a time, a few ms apart; without a
+#: window the server decoded ~2 requests per batch (about 240 batches, ~3 CPU-s per demo step), with 50 ms it
+#: decodes several times fewer, fuller batches. 50 ms is below 2% of a 3-s step.
+BATCH_WINDOW_S = 0.05
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -141,10 +155,7 @@ class HFRolloutServer:
     async def _batch_loop(self) -> None:
         assert self._queue is not None
         while True:
-            pending = [await self._queue.get()]
-            await asyncio.sleep(0)  # let concurrently arriving requests join this batch
-            while not self._queue.empty() and len(pending) < MAX_BATCH_SIZE:
-                pending.append(self._queue.get_nowait())
+            pending = await self._collect_batch()
             by_spec: dict[SamplingSpec, list] = {}
             for item in pending:
                 by_spec.setdefault(item[2], []).append(item)
@@ -160,17 +171,55 @@ class HFRolloutServer:
                     if not future.done():
                         future.set_result(result)
 
+    async def _collect_batch(self) -> list:
+        """The next batch: the first queued request, then whatever arrives within ``BATCH_WINDOW_S`` (at most
+        ``MAX_BATCH_SIZE``). Cancelling ``Queue.get`` on the deadline loses no item (asyncio removes an item
+        only when ``get`` returns)."""
+        assert self._queue is not None
+        pending = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BATCH_WINDOW_S
+        while len(pending) < MAX_BATCH_SIZE:
+            if not self._queue.empty():
+                pending.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                pending.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return pending
+
     def _run_batch(self, spec: SamplingSpec, items: list) -> list[tuple[list[int], list[float]]]:
+        prompts, max_tokens = [item[0] for item in items], [item[1] for item in items]
         with self._model_lock:
-            return generate_batch(
-                self.model,
-                [item[0] for item in items],
-                [item[1] for item in items],
-                spec,
-                self.eos_token_ids,
-                self.pad_token_id,
-                self._generator,
+            start = time.perf_counter()
+            results = generate_batch(
+                self.model, prompts, max_tokens, spec, self.eos_token_ids, self.pad_token_id, self._generator
             )
+            seconds = time.perf_counter() - start
+        timing_dir = os.environ.get(TIMING_DIR_ENV)
+        if timing_dir:
+            self._record_batch(timing_dir, spec, prompts, max_tokens, results, seconds)
+        return results
+
+    def _record_batch(self, timing_dir: str, spec: SamplingSpec, prompts: list[list[int]], max_tokens: list[int],
+                      results: list, seconds: float) -> None:
+        record = {
+            "replica": self.replica_rank,
+            "global_steps": self.global_steps,
+            "end_time": time.time(),
+            "seconds": seconds,
+            "spec": [spec.temperature, spec.top_p, spec.top_k, spec.repetition_penalty],
+            "prompts": prompts,
+            "max_tokens": max_tokens,
+            "response_lens": [len(ids) for ids, _ in results],
+        }
+        os.makedirs(timing_dir, exist_ok=True)
+        with open(os.path.join(timing_dir, f"replica{self.replica_rank}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ weight sync
     async def receive_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> int:

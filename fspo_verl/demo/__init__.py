@@ -1,8 +1,12 @@
 """The CPU demo's assets, built locally and cached on disk: a tiny Qwen2-style model with its tokenizer,
-and the synthetic ``next_digit`` task as verl parquet, scored by :mod:`fspo_verl.demo.reward`.
+warm-started on ``countdown`` (:mod:`fspo_verl.demo.warm_start`), and the synthetic tasks as verl parquet,
+``countdown`` (the default, :mod:`fspo_verl.demo.countdown`) and ``next_digit`` (:mod:`fspo_verl.demo.task`),
+scored by :mod:`fspo_verl.demo.reward`.
 
-``ensure_assets(cache_dir)`` builds what is missing and returns ``{"model_path", "train_files", "val_files"}``.
-The config presets (``model=tiny_cpu``, ``data=synthetic_cpu``) reach it through the OmegaConf resolver
+``ensure_assets(cache_dir)`` builds what is missing and returns ``{"model_path", "countdown_train_files",
+"countdown_val_files", "train_files", "val_files"}`` (the last two: next_digit). Building takes a file lock,
+so processes that resolve the paths at once build them once. The config presets (``model=tiny_cpu``,
+``data=countdown_cpu``, ``data=synthetic_cpu``) reach it through the OmegaConf resolver
 ``${fspo_demo_asset:<key>}`` (registered in every verl process by :func:`register_resolver`), so the
 assets are built on first use, wherever the config is resolved (the driver's checks, the TaskRunner).
 """
@@ -13,7 +17,7 @@ import os
 from pathlib import Path
 
 #: bump when the model or the task changes, so that caches rebuild
-ASSETS_VERSION = "v2"
+ASSETS_VERSION = "v3"
 REWARD_FUNCTION_PATH = "pkg://fspo_verl.demo.reward"
 RESOLVER = "fspo_demo_asset"
 
@@ -23,22 +27,28 @@ def default_cache_dir() -> Path:
 
 
 def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, str]:
-    """Build (once) and return the paths of the demo model and task under ``cache_dir``."""
-    from fspo_verl.demo.model import write_model
-    from fspo_verl.demo.task import write_task
+    """Build (once) and return the paths of the demo model and tasks under ``cache_dir``."""
+    import fcntl
+
+    from fspo_verl.demo import countdown, task
+    from fspo_verl.demo.warm_start import write_warm_model
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     base = root / f"cpu_demo_{ASSETS_VERSION}"
-    model_dir = base / "tiny_qwen2"
-    if not (model_dir / "config.json").exists():
-        base.mkdir(parents=True, exist_ok=True)
-        write_model(model_dir)
-    data_dir = base / "next_digit"
-    if (data_dir / "train.parquet").exists() and (data_dir / "val.parquet").exists():
-        data = {"train_files": str(data_dir / "train.parquet"), "val_files": str(data_dir / "val.parquet")}
-    else:
-        data = write_task(data_dir)
-    return {"model_path": str(model_dir), **data}
+    base.mkdir(parents=True, exist_ok=True)
+    model_dir = base / "tiny_qwen2_countdown"
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (model_dir / "config.json").exists():
+            write_warm_model(model_dir)
+        assets = {"model_path": str(model_dir)}
+        for prefix, name, writer in (("countdown_", "countdown", countdown.write_task), ("", "next_digit", task.write_task)):
+            data_dir = base / name
+            paths = {"train_files": str(data_dir / "train.parquet"), "val_files": str(data_dir / "val.parquet")}
+            if not all(Path(p).exists() for p in paths.values()):
+                paths = writer(data_dir)
+            assets.update({prefix + key: path for key, path in paths.items()})
+    return assets
 
 
 def _resolve_asset(key: str) -> str:
@@ -49,7 +59,7 @@ def _resolve_asset(key: str) -> str:
 
 
 def register_resolver() -> None:
-    """Register ``${fspo_demo_asset:model_path|train_files|val_files}`` with OmegaConf (idempotent, cheap)."""
+    """Register ``${fspo_demo_asset:<key of ensure_assets>}`` with OmegaConf (idempotent, cheap)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver(RESOLVER):

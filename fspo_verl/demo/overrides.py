@@ -1,7 +1,7 @@
 """The CPU demo as command-line overrides of ``python -m verl.trainer.main_ppo``.
 
 ``fspo-verl train`` composes the same YAML group files (``configs/{cluster/cpu,model/tiny_cpu,
-data/synthetic_cpu}.yaml``) through Hydra. This module flattens them into ``++key=value`` overrides so the
+data/<task>,data_extras/<task>}.yaml``) through Hydra. This module flattens them into ``++key=value`` overrides so the
 demo also runs on verl's own entry point (and in the end-to-end tests) with one source of truth.
 """
 
@@ -10,13 +10,21 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-#: the CPU demo's Hydra group files and the package each one fills (None: ``# @package _global_``)
-DEMO_GROUPS = (
-    ("cluster/cpu", None),
-    ("model/tiny_cpu", None),
-    ("data/synthetic_cpu", "data"),
-    ("data_extras/synthetic_cpu", None),
-)
+#: data preset -> the ``ensure_assets`` keys of its train and val files
+DATA_ASSETS = {
+    "synthetic_cpu": ("train_files", "val_files"),
+    "countdown_cpu": ("countdown_train_files", "countdown_val_files"),
+}
+
+
+def demo_groups(data: str = "synthetic_cpu") -> tuple[tuple[str, str | None], ...]:
+    """The CPU demo's Hydra group files for data preset ``data`` and the package each one fills (None:
+    ``# @package _global_``)."""
+    return (("cluster/cpu", None), ("model/tiny_cpu", None), (f"data/{data}", "data"), (f"data_extras/{data}", None))
+
+
+#: the groups of the pipeline's end-to-end tests: next_digit, whose 4-token answers make the cheapest steps
+DEMO_GROUPS = demo_groups()
 
 
 def _format(value: Any) -> str:
@@ -38,29 +46,42 @@ def _flatten(prefix: str, node: Any, out: list[str]) -> None:
         out.append(f"++{prefix}={_format(node)}")
 
 
-def group_overrides(groups: tuple[tuple[str, str | None], ...] = DEMO_GROUPS) -> list[str]:
-    """``++key=value`` overrides equivalent to the group files ``groups`` (their ``defaults`` are verl's own)."""
+def _group_file(group: str) -> dict:
     import yaml
 
+    return yaml.safe_load((resources.files("fspo_verl") / "configs" / f"{group}.yaml").read_text()) or {}
+
+
+def group_overrides(groups: tuple[tuple[str, str | None], ...] = DEMO_GROUPS) -> list[str]:
+    """``++key=value`` overrides equivalent to the group files ``groups`` (their ``defaults`` are verl's own)."""
     out: list[str] = []
-    root = resources.files("fspo_verl") / "configs"
     for group, package in groups:
-        node = yaml.safe_load((root / f"{group}.yaml").read_text()) or {}
+        node = _group_file(group)
         node.pop("defaults", None)
         node.pop("fspo_verl", None)  # fspo_verl's own section; verl's config has no such key
         _flatten(package or "", node, out)
     return out
 
 
-def demo_overrides(assets: dict[str, str], run_dir: str, steps: int, extra: list[str] | None = None) -> list[str]:
-    """Every override of a CPU demo run: groups, asset paths, run length, logging and checkpoints."""
+def task_policy_loss(data: str) -> dict[str, Any]:
+    """The FSPO/SSPO settings data preset ``data`` sets (``fspo_verl.task`` of its data_extras file, which
+    algorithm=fspo/sspo read); ``{}`` if none."""
+    return dict((_group_file(f"data_extras/{data}").get("fspo_verl") or {}).get("task") or {})
+
+
+def demo_overrides(
+    assets: dict[str, str], run_dir: str, steps: int, extra: list[str] | None = None, data: str = "synthetic_cpu"
+) -> list[str]:
+    """Every override of a CPU demo run on data preset ``data``: groups, asset paths, run length, logging and
+    checkpoints."""
+    train_key, val_key = DATA_ASSETS[data]
     return [
-        *group_overrides(),
+        *group_overrides(demo_groups(data)),
         f"actor_rollout_ref.model.path={assets['model_path']}",
         # verl instantiates the critic's model config in validate_config even without a critic
         f"critic.model.path={assets['model_path']}",
-        f"data.train_files={assets['train_files']}",
-        f"data.val_files={assets['val_files']}",
+        f"data.train_files={assets[train_key]}",
+        f"data.val_files={assets[val_key]}",
         f"trainer.total_training_steps={steps}",
         f"trainer.default_local_dir={run_dir}/checkpoints",
         "trainer.experiment_name=cpu_demo",

@@ -1,10 +1,13 @@
-"""Rule-based reward of the demo task (``next_digit``), loaded the verl way::
+"""Rule-based rewards of the demo tasks, loaded the verl way::
 
     reward.custom_reward_function.path=pkg://fspo_verl.demo.reward
     reward.custom_reward_function.name=compute_score
 
 verl's reward loop calls ``compute_score(data_source, solution_str, ground_truth, extra_info)`` with the
-decoded response (special tokens, EOS included, removed).
+decoded response (special tokens, EOS included, removed); ``data_source`` picks the task's rule.
+
+- ``fspo_countdown`` (:mod:`fspo_verl.demo.countdown`, the default demo): :func:`score_countdown`.
+- ``fspo_next_digit`` (:mod:`fspo_verl.demo.task`, data=synthetic_cpu): :func:`score_response`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 DATA_SOURCE = "fspo_next_digit"
+COUNTDOWN_SOURCE = "fspo_countdown"
 
 #: score of a response that starts with the right digit but keeps talking. Our choice: partial credit
 #: gives a dense learning signal to a randomly initialised model; the full score needs the stop too.
@@ -19,7 +23,7 @@ PARTIAL_CREDIT = 0.5
 
 
 def score_response(solution_str: str, ground_truth: str) -> float:
-    """1.0 for exactly the answer, PARTIAL_CREDIT if the response only starts with it, else 0.0.
+    """next_digit: 1.0 for exactly the answer, PARTIAL_CREDIT if the response only starts with it, else 0.0.
 
     Whitespace is ignored: every word of the demo vocabulary is one character, and tokenizers differ in
     whether they decode word-level tokens with spaces between them.
@@ -30,9 +34,28 @@ def score_response(solution_str: str, ground_truth: str) -> float:
     return 1.0 if text == ground_truth else PARTIAL_CREDIT
 
 
+def score_countdown(solution_str: str, ground_truth: str) -> float:
+    """countdown: the fraction of correct positions, over the longer of response and answer.
+
+        score = #{i : r_i = a_i} / max(|r|, |a|)        (r, a: the whitespace-separated words)
+
+    in [0, 1], 1 only for exactly the answer. The max() is the length term: stopping k words early loses
+    k/|a|, running k words long costs the share k/(|a|+k), so short and long answers both carry a graded
+    signal. Positions are compared, not prefixes: a skipped number shifts every later word and scores them 0.
+    """
+    response, answer = solution_str.split(), ground_truth.split()
+    longest = max(len(response), len(answer))
+    if longest == 0:
+        return 0.0
+    return sum(r == a for r, a in zip(response, answer)) / longest
+
+
+_RULES = {DATA_SOURCE: score_response, COUNTDOWN_SOURCE: score_countdown}
+
+
 def compute_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None, **kwargs: Any
 ) -> float:
-    if data_source != DATA_SOURCE:
-        raise ValueError(f"fspo_verl.demo.reward scores data_source={DATA_SOURCE!r} only, got {data_source!r}")
-    return score_response(solution_str, str(ground_truth))
+    if data_source not in _RULES:
+        raise ValueError(f"fspo_verl.demo.reward scores data_source in {sorted(_RULES)} only, got {data_source!r}")
+    return _RULES[data_source](solution_str, str(ground_truth))

@@ -1,4 +1,4 @@
-"""The demo's synthetic verifiable task, ``next_digit``, written as verl-format parquet.
+"""The synthetic verifiable task ``next_digit`` (preset data=synthetic_cpu), written as verl-format parquet.
 
 A prompt is a run of 2-5 consecutive digits counting up modulo 10 (``"6 7 8 9"``); the answer is the next
 digit (``"0"``). A randomly initialised model answers right about once in ``len(vocab)`` tries, so RL has a
@@ -43,8 +43,9 @@ def make_rows(count: int, split: str, seed: int) -> list[dict]:
     return rows
 
 
-def write_task(out_dir: Path, train_rows: int = 1024, val_rows: int = 64, seed: int = 0) -> dict[str, str]:
-    """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns their paths."""
+def write_parquet_splits(out_dir: Path, rows_for, train_rows: int, val_rows: int, seed: int) -> dict[str, str]:
+    """Write ``train.parquet`` and ``val.parquet`` under ``out_dir`` from ``rows_for(count, split, seed)``
+    (the val split draws from ``seed + 1``); returns ``{"train_files", "val_files"}``."""
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,12 @@ def write_task(out_dir: Path, train_rows: int = 1024, val_rows: int = 64, seed: 
     for split, count, split_seed in (("train", train_rows, seed), ("val", val_rows, seed + 1)):
         path = out_dir / f"{split}.parquet"
         tmp = path.with_suffix(".tmp")
-        pd.DataFrame(make_rows(count, split, split_seed)).to_parquet(tmp)
+        pd.DataFrame(rows_for(count, split, split_seed)).to_parquet(tmp)
         tmp.replace(path)
         paths[f"{split}_files"] = str(path)
     return paths
+
+
+def write_task(out_dir: Path, train_rows: int = 1024, val_rows: int = 64, seed: int = 0) -> dict[str, str]:
+    """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns their paths."""
+    return write_parquet_splits(out_dir, make_rows, train_rows, val_rows, seed)

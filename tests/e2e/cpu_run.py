@@ -34,7 +34,12 @@ class RunResult:
 
 
 def run_cpu_demo(
-    run_dir: Path, cache_dir: Path, steps: int, extra: list[str], env_extra: dict[str, str] | None = None
+    run_dir: Path,
+    cache_dir: Path,
+    steps: int,
+    extra: list[str],
+    env_extra: dict[str, str] | None = None,
+    data: str = "synthetic_cpu",
 ) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     assets = ensure_assets(cache_dir)
@@ -46,7 +51,7 @@ def run_cpu_demo(
         DIGEST_DIR_ENV: str(run_dir / "server_digests"),
         **(env_extra or {}),
     }
-    args = demo_overrides(assets, str(run_dir), steps, ["trainer.logger=[console,file,tensorboard]", *extra])
+    args = demo_overrides(assets, str(run_dir), steps, ["trainer.logger=[console,file,tensorboard]", *extra], data=data)
     proc = subprocess.run(
         [sys.executable, "-m", "verl.trainer.main_ppo", *args],
         capture_output=True, text=True, env=env, cwd=run_dir, timeout=RUN_TIMEOUT_S,
