@@ -29,7 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fspo_verl.checks import Findings, run_checks
-from fspo_verl.presets import GROUPS, ROOT_CONFIG, description, presets
+from fspo_verl.presets import GROUPS, ROOT_CONFIG, description, presets, with_search_path
 from fspo_verl.run_dir import RunFiles, place_checkpoints, reserve_run
 
 PROG = "fspo-verl"
@@ -213,6 +213,31 @@ def _completion_line(argv: list[str]) -> int | None:
     return None
 
 
+def _add_search_path(argv: list[str]) -> list[str]:
+    """``argv`` with hydra.searchpath (fspo_verl.presets.SEARCH_PATH) among its overrides.
+
+    argparse wants the overrides in one run of words, so the search path goes just before the first."""
+    import contextlib
+    import io
+
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(argv)
+    except SystemExit:  # a bad command line: Hydra reports it
+        return list(argv)
+    if args.shell_completion and not any(a.startswith("query=") for a in argv):
+        return list(argv)  # install/uninstall take no overrides
+    overrides = list(args.overrides)
+    added = with_search_path(overrides)
+    if added == overrides:
+        return list(argv)
+    count = len(overrides)
+    start = next((i for i in range(len(argv)) if argv[i:i + count] == overrides), len(argv)) if count else len(argv)
+    return [*argv[:start], added[0], *argv[start:]]
+
+
 def train_main(argv: list[str]) -> int:
     """``fspo-verl train ARGS``: the Hydra application; exit 1 unless every job it ran succeeded."""
     from fspo_verl.demo import register_resolver
@@ -224,7 +249,8 @@ def train_main(argv: list[str]) -> int:
         return answered
     OUTCOMES.clear()
     saved_argv = sys.argv
-    sys.argv = [PROG, *argv]  # Hydra parses sys.argv; the program name is what its completion script binds
+    # Hydra parses sys.argv; the program name is what its completion script binds
+    sys.argv = [PROG, *_add_search_path(argv)]
     try:
         hydra_main()
     finally:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fspo_verl.app import print_findings
 from fspo_verl.checks import Findings, run_checks
-from fspo_verl.presets import CONFIG_MODULE, GROUPS, ROOT_CONFIG, presets
+from fspo_verl.presets import CONFIG_MODULE, GROUPS, ROOT_CONFIG, presets, with_search_path
 
 __all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "validate_main"]
 
@@ -37,7 +37,7 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base=None):
-            return hydra_compose(config_name=ROOT_CONFIG, overrides=list(overrides))
+            return hydra_compose(config_name=ROOT_CONFIG, overrides=with_search_path(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ComposeError(f"cannot compose the config from {list(overrides)}: {err}") from None
     finally:

@@ -12,6 +12,17 @@ from importlib import resources
 CONFIG_MODULE = "fspo_verl.configs"
 ROOT_CONFIG = "fspo_trainer"
 GROUPS = ("algorithm", "downsampling", "model", "data", "cluster")
+#: where Hydra finds our presets and verl's own ppo_trainer.yaml; given as a command-line override because
+#: Hydra takes hydra.searchpath only from the primary config or the command line, and the primary config
+#: may be a user's own that builds on ours (-cp/-cn)
+SEARCH_PATH = ("pkg://fspo_verl.configs", "pkg://verl.trainer.config")
+
+
+def with_search_path(overrides: list[str]) -> list[str]:
+    """``overrides`` with ``hydra.searchpath`` set to SEARCH_PATH, unless they set it themselves."""
+    if any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides):
+        return list(overrides)
+    return [f"hydra.searchpath=[{','.join(SEARCH_PATH)}]", *overrides]
 #: a description longer than this is cut at a word boundary (our choice: one terminal line with the name)
 MAX_DESCRIPTION = 100
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
