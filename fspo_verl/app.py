@@ -116,8 +116,7 @@ def run_job(config: DictConfig) -> dict:
         try:
             _train(config, files)
         except Exception as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
-            trace = traceback.format_exc()
-            print(trace, file=sys.stderr)
+            print(traceback.format_exc(), file=sys.stderr)
             error = f"{type(err).__name__}: {err}"
         else:
             error = None
@@ -129,10 +128,19 @@ def run_job(config: DictConfig) -> dict:
     return outcome
 
 
+def first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def files_status(outcome: dict) -> str:
+    return str(Path(outcome["directory"]) / f"status_{outcome['run']}.json")
+
+
 def _report(outcome: dict) -> None:
     print(f"\n{PROG} train: run {outcome['run']} {outcome['status']} in {outcome['directory']}")
     if outcome.get("error"):
-        print(f"  error        {outcome['error']}")
+        print(f"  error        {first_line(outcome['error'])} (the whole error: {files_status(outcome)})")
     print(f"  metrics      {outcome['metrics']}")
     print(f"  plots        {', '.join(outcome['plots']) or 'none (no step was logged)'}")
     print(f"  tensorboard  {outcome['tensorboard']}")

@@ -90,9 +90,11 @@ def _record(num: int, overrides: list[str], result: Any) -> dict:
 
 
 def _summarise(sweep_dir: Path, records: list[dict]) -> None:
+    from fspo_verl.app import first_line
+
     print(f"\nfspo-verl train: sweep of {len(records)} job(s) in {sweep_dir}")
     for record in records:
         status = record.get("status", "?")
-        extra = f"  ({record['error']})" if record.get("error") else ""
+        extra = f"  ({first_line(str(record['error']), 120)})" if record.get("error") else ""
         print(f"  job {record['job']}: {status:<11} {' '.join(record['overrides'])}{extra}")
     print(f"compare them: fspo-verl plot {sweep_dir}")
