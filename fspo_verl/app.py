@@ -79,6 +79,11 @@ def _train(config: DictConfig, files: RunFiles) -> None:
     from verl.utils.device import auto_set_device
 
     os.environ.update(files.logger_environment())
+    if OmegaConf.select(config, "trainer.device") == "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        # submitit_local hides the GPUs of a job that asks for none with CUDA_VISIBLE_DEVICES="", and Ray then
+        # refuses the logical GPUs a CPU run declares (ray_kwargs.ray_init.num_gpus): "Attempting to start
+        # raylet with 2 GPU, but CUDA_VISIBLE_DEVICES contains []". A CPU run uses no CUDA device at all.
+        del os.environ["CUDA_VISIBLE_DEVICES"]
     prepare_backend(config)
     auto_set_device(config)
     run_ppo(config, task_runner_class=TaskRunnerV1)
