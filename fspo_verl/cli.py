@@ -12,12 +12,12 @@ import sys
 
 #: subcommand -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("fspo_verl.launch:train_main", "compose presets + overrides, check them in the driver, run verl's V1 trainer"),
+    "train": ("fspo_verl.app:train_main", "the Hydra application: presets + overrides, sweeps (-m), launchers; checks, then verl's V1 trainer"),
     "validate": ("fspo_verl.launch:validate_main", "compose and check only; print the resolved config or every problem"),
     "list": ("fspo_verl.launch:list_main", "the presets of each config group and the registered names"),
     "doctor": ("fspo_verl.doctor:main", "check that a bare `import verl` registers every fspo_verl name"),
     "fairness": ("fspo_verl.diagnostics.fairness_cli:main", "clip rate per response-length bin (simulate) and FSPO constants (calibrate)"),
-    "plot": ("fspo_verl.diagnostics.plotting:main", "PNGs of reward, response length and per-length-bin clip rate from a verl JSONL log"),
+    "plot": ("fspo_verl.diagnostics.plotting:main", "PNGs of a run (its JSONL or directory), or one figure per metric comparing a sweep's jobs"),
 }
 
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    if args[0] in ("-sc", "--shell-completion"):  # Hydra's completion script calls the program itself
+        args = ["train", *args]
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"fspo-verl: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)

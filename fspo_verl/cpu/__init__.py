@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 from types import ModuleType
 
 from omegaconf import DictConfig
@@ -69,22 +68,12 @@ def prepare_cpu_environment() -> dict[str, str]:
 def prepare_run(config: DictConfig) -> None:
     """Driver-side preparation of a CPU run, called by ``fspo-verl train`` (``fspo_verl.backend: cpu``).
 
-    Selects the backend for this process and the Ray workers, checks the config (raises
-    :class:`CPUConfigError` before Ray starts), and points verl's file and TensorBoard loggers at
-    ``outputs/<project>/<experiment>/`` unless ``VERL_FILE_LOGGER_PATH``/``TENSORBOARD_DIR`` are set. verl's
-    file logger truncates its file, so every run writes a new ``metrics_<n>.jsonl``: a resumed run keeps the
-    history of the runs before it.
+    Selects the backend for this process and the Ray workers and checks the config (raises
+    :class:`CPUConfigError` before Ray starts). Where the run's files go is not a backend matter:
+    :mod:`fspo_verl.run_dir` places them, for every backend.
     """
     prepare_cpu_environment()
-    out = Path("outputs") / str(config.trainer.project_name) / str(config.trainer.experiment_name)
-    if "VERL_FILE_LOGGER_PATH" not in os.environ:
-        runs = len(list(out.glob("metrics_*.jsonl")))
-        os.environ["VERL_FILE_LOGGER_PATH"] = str((out / f"metrics_{runs}.jsonl").resolve())
-    os.environ.setdefault("TENSORBOARD_DIR", str((out / "tensorboard").resolve()))
     check_for_ray(config)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"fspo_verl cpu backend: metrics -> {os.environ['VERL_FILE_LOGGER_PATH']}, "
-          f"tensorboard -> {os.environ['TENSORBOARD_DIR']}, checkpoints -> {config.trainer.default_local_dir}")
 
 
 def check_for_ray(config: DictConfig) -> dict[str, float] | None:

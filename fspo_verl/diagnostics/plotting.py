@@ -176,9 +176,17 @@ _MISSING = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fspo-verl plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="JSONL written by verl's file logger (trainer.logger=[console,file])")
-    parser.add_argument("--out", default=None, help="output folder (default: <run>_plots next to the JSONL)")
+    parser.add_argument(
+        "run",
+        help="JSONL written by verl's file logger (trainer.logger=[console,file]); or a run directory of "
+        "`fspo-verl train` (its latest metrics_<n>.jsonl); or a sweep directory of `fspo-verl train -m` "
+        "(one figure per metric comparing its jobs, fspo_verl.diagnostics.sweep_plot)",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: <run>_plots next to the JSONL; "
+                        "plots_<n>/ in a run directory; comparison/ in a sweep directory)")
     args = parser.parse_args(argv)
+    if Path(args.run).is_dir():
+        return _plot_directory(Path(args.run), args.out)
     try:
         written = plot_run(args.run, args.out)
     except (ValueError, FileNotFoundError) as err:
@@ -188,6 +196,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {where}" if where else f"skipped {name}: {_MISSING[name]}")
     if not any(written.values()):
         print(f"error: {args.run}: nothing to plot", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _plot_directory(directory: Path, out: str | None) -> int:
+    from fspo_verl.diagnostics.sweep_plot import plot_sweep
+    from fspo_verl.run_dir import latest_metrics
+
+    latest = latest_metrics(directory)
+    if latest is not None:  # a run directory: its latest run, beside its metrics
+        return main([str(latest), "--out", out or str(directory / latest.stem.replace("metrics_", "plots_"))])
+    try:
+        written = plot_sweep(directory, out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for where in written.values():
+        print(f"wrote {where}")
+    if not written:
+        print(f"error: {directory}: no job logged a compared metric", file=sys.stderr)
         return 1
     return 0
 

@@ -14,6 +14,7 @@ from fspo_verl.cpu.hf_server import DIGEST_DIR_ENV
 from fspo_verl.demo import ensure_assets
 from fspo_verl.demo.overrides import demo_overrides
 from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.run_dir import reserve_run
 
 #: per run: startup (~45 s on 2 idle cores) + a few steps; generous because CI machines are shared
 RUN_TIMEOUT_S = 420
@@ -46,8 +47,7 @@ def run_cpu_demo(
     env = {
         **os.environ,
         **CPU_ENVIRONMENT,
-        "VERL_FILE_LOGGER_PATH": str(run_dir / f"metrics_{len(list(run_dir.glob('metrics_*.jsonl')))}.jsonl"),
-        "TENSORBOARD_DIR": str(run_dir / "tensorboard"),
+        **reserve_run(run_dir).logger_environment(),  # metrics_<n>.jsonl of a new run, tensorboard/
         DIGEST_DIR_ENV: str(run_dir / "server_digests"),
         **(env_extra or {}),
     }

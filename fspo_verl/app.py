@@ -1,0 +1,271 @@
+"""``fspo-verl train``: a Hydra application (``@hydra.main``) over our presets and verl's ``ppo_trainer.yaml``.
+
+Everything ``python -m verl.trainer.main_ppo`` accepts works here too, plus our preset groups
+(``fspo_verl/configs``) and Hydra's own flags: ``--help``, ``--hydra-help``, ``--cfg job|hydra|all``,
+``--resolve``, ``--info``, ``--shell-completion``, ``-cn/-cp``, ``-m`` (sweeps) and the launcher plugins
+(``hydra/launcher=submitit_local|submitit_slurm`` with the ``submitit`` extra).
+
+Each job (one run, or one combination of a sweep):
+
+1. is checked in the driver (:func:`job_findings`: ``fspo_verl.checks.run_checks``, which holds the CPU
+   backend's checks too) before Ray starts. In a sweep the sweeper
+   (``hydra_plugins.fspo_verl_sweeper``) has already composed and checked every job before launching any;
+2. gets its run files in its Hydra job directory (:mod:`fspo_verl.run_dir`): resolved config, metrics
+   JSONL, TensorBoard events, checkpoints (unless ``trainer.default_local_dir`` is set), plots, status;
+3. runs verl's V1 trainer in a fresh Ray session (``ray.shutdown()`` afterwards, whatever happened), with
+   the process environment restored afterwards, so the next job of a sweep starts clean;
+4. records ``ok`` or ``failed`` (with the error) in ``status_<n>.json``; a failed job does not stop a sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from fspo_verl.checks import Findings, run_checks
+from fspo_verl.presets import GROUPS, ROOT_CONFIG, description, presets, with_search_path
+from fspo_verl.run_dir import RunFiles, place_checkpoints, reserve_run
+
+PROG = "fspo-verl"
+HELP_RESOLVER = "fspo_verl_help"
+#: what each job this process ran (single run) or launched (sweep) ended with: one dict per job
+OUTCOMES: list[dict] = []
+
+
+def job_findings(config: DictConfig) -> Findings:
+    """Every check a job must pass in the driver before anything starts (the single entry: run_checks)."""
+    return run_checks(config)
+
+
+def print_findings(found: Findings, prefix: str = "") -> None:
+    for message in found.warnings:
+        print(f"{prefix}WARNING: {message}", file=sys.stderr)
+    for message in found.errors:
+        print(f"{prefix}ERROR: {message}", file=sys.stderr)
+
+
+def prepare_backend(config: DictConfig) -> None:
+    """``fspo_verl.<backend>.prepare_run(config)`` for a cluster preset that sets ``fspo_verl.backend``."""
+    import importlib
+
+    backend = OmegaConf.select(config, "fspo_verl.backend", default=None)
+    if backend:
+        importlib.import_module(f"fspo_verl.{backend}").prepare_run(config)
+
+
+@contextlib.contextmanager
+def _job_environment():
+    """Restore os.environ and end this process's Ray session when the job ends, however it ends."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _train(config: DictConfig, files: RunFiles) -> None:
+    from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
+    from verl.utils.device import auto_set_device
+
+    os.environ.update(files.logger_environment())
+    if OmegaConf.select(config, "trainer.device") == "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        # submitit_local hides the GPUs of a job that asks for none with CUDA_VISIBLE_DEVICES="", and Ray then
+        # refuses the logical GPUs a CPU run declares (ray_kwargs.ray_init.num_gpus): "Attempting to start
+        # raylet with 2 GPU, but CUDA_VISIBLE_DEVICES contains []". A CPU run uses no CUDA device at all.
+        del os.environ["CUDA_VISIBLE_DEVICES"]
+    prepare_backend(config)
+    auto_set_device(config)
+    run_ppo(config, task_runner_class=TaskRunnerV1)
+
+
+def _plot(files: RunFiles) -> list[str]:
+    from fspo_verl.diagnostics.plotting import plot_run
+
+    if not files.metrics.is_file() or files.metrics.stat().st_size == 0:
+        return []
+    try:
+        written = plot_run(files.metrics, files.plots)
+    except ValueError as err:
+        print(f"{PROG} train: no plots: {err}", file=sys.stderr)
+        return []
+    return [str(path) for path in written.values() if path is not None]
+
+
+def run_job(config: DictConfig) -> dict:
+    """Check, train and record one job in its Hydra job directory; returns its outcome (never raises for a
+    failed training, so that a sweep goes on)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    found = job_findings(config)
+    print_findings(found)
+    if found.errors:
+        print(f"{PROG} train: not started; fix the problems above ({PROG} validate shows them too)", file=sys.stderr)
+        return {"status": "not_started", "directory": str(job_dir), "errors": found.errors}
+
+    files = reserve_run(job_dir)
+    checkpoints = place_checkpoints(config, job_dir)
+    files.config.write_text(OmegaConf.to_yaml(config, resolve=True))
+    with _job_environment():
+        try:
+            _train(config, files)
+        except Exception as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
+            print(traceback.format_exc(), file=sys.stderr)
+            error = f"{type(err).__name__}: {err}"
+        else:
+            error = None
+    plots = _plot(files)
+    details = {"metrics": str(files.metrics), "plots": plots, "tensorboard": str(files.tensorboard),
+               "checkpoints": str(checkpoints), "config": str(files.config)}
+    outcome = files.write_status("failed" if error else "ok", **details, **({"error": error} if error else {}))
+    _report(outcome)
+    return outcome
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def files_status(outcome: dict) -> str:
+    return str(Path(outcome["directory"]) / f"status_{outcome['run']}.json")
+
+
+def _report(outcome: dict) -> None:
+    print(f"\n{PROG} train: run {outcome['run']} {outcome['status']} in {outcome['directory']}")
+    if outcome.get("error"):
+        print(f"  error        {first_line(outcome['error'])} (the whole error: {files_status(outcome)})")
+    print(f"  metrics      {outcome['metrics']}")
+    print(f"  plots        {', '.join(outcome['plots']) or 'none (no step was logged)'}")
+    print(f"  tensorboard  {outcome['tensorboard']}")
+    print(f"  checkpoints  {outcome['checkpoints']}")
+    print(f"  config       {outcome['config']}")
+
+
+@hydra.main(config_path="configs", config_name=ROOT_CONFIG, version_base=None)
+def hydra_main(config: DictConfig) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    outcome = run_job(config)
+    if HydraConfig.get().mode == RunMode.RUN:  # a sweep's outcomes are collected by the sweeper
+        OUTCOMES.append(outcome)
+    return outcome
+
+
+def help_text() -> str:
+    """``fspo-verl train --help`` (a string.Template for Hydra: $FLAGS_HELP is Hydra's list of flags)."""
+    lines = [
+        f"{PROG} train: verl's V1 trainer with fspo_verl's presets, as a Hydra application.",
+        "",
+        f"  {PROG} train [group=option ...] [key=value ...]          one run",
+        f"  {PROG} train -m algorithm=fspo,gspo data.seed=0,1        a sweep: one job per combination",
+        "",
+        "== Preset groups (group=option) ==",
+    ]
+    for group in GROUPS:
+        lines.append(f"{group}:")
+        lines += [f"  {name:<28} {description(group, name)}" for name in presets(group)]
+    lines += [
+        "verl's own groups (actor_rollout_ref.*, critic, ...) and every verl key override as usual; "
+        f"`{PROG} train --cfg job` prints the composed config.",
+        "",
+        "== Common keys ==",
+        "  trainer.total_training_steps=N    data.seed=S (data order)    actor_rollout_ref.rollout.seed=S (sampling)",
+        "  trainer.default_local_dir=DIR     checkpoints (default: checkpoints/ in the job's directory)",
+        "",
+        "== Outputs ==",
+        "  one run:  outputs/<trainer.project_name>/<trainer.experiment_name>/  (launch again to resume)",
+        "  a sweep:  multirun/<date>/<time>/<job number>/,  compared by `fspo-verl plot <sweep dir>`",
+        "  each run: metrics_<n>.jsonl, config_<n>.yaml, plots_<n>/, status_<n>.json, tensorboard/, checkpoints/",
+        "  change with hydra.run.dir=... / hydra.sweep.dir=...",
+        "",
+        "== Launchers (with -m) ==",
+        "  hydra/launcher=basic (default, one job after the other)   submitit_local   submitit_slurm",
+        "  (submitit: pip install 'fspo-verl[submitit]'; e.g. hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=8)",
+        "",
+        "== Flags ==",
+        "$FLAGS_HELP",
+    ]
+    return "\n".join(line.replace("$", "$$") if line != "$FLAGS_HELP" else line for line in lines)
+
+
+def register_help_resolver() -> None:
+    if not OmegaConf.has_resolver(HELP_RESOLVER):
+        OmegaConf.register_new_resolver(HELP_RESOLVER, help_text)
+
+
+def _completion_line(argv: list[str]) -> int | None:
+    """Shell completion reaches us as ``fspo-verl -sc query=bash`` with COMP_LINE='fspo-verl train ...'.
+
+    Hydra completes the words after the program name, so ``train`` is dropped from COMP_LINE; before a
+    command is typed the commands themselves are offered. Returns an exit status when answered here."""
+    line = os.environ.get("COMP_LINE")
+    if line is None or not any(arg.startswith("query=") for arg in argv):
+        return None
+    words = line.split()
+    typed_command = len(words) > 2 or (len(words) == 2 and line.endswith(" "))
+    if not typed_command:
+        from fspo_verl.cli import COMMANDS
+
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(name for name in COMMANDS if name.startswith(prefix)))
+        return 0
+    os.environ["COMP_LINE"] = line.replace(f" {words[1]}", "", 1)
+    return None
+
+
+def _add_search_path(argv: list[str]) -> list[str]:
+    """``argv`` with hydra.searchpath (fspo_verl.presets.SEARCH_PATH) among its overrides.
+
+    argparse wants the overrides in one run of words, so the search path goes just before the first."""
+    import contextlib
+    import io
+
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(argv)
+    except SystemExit:  # a bad command line: Hydra reports it
+        return list(argv)
+    if args.shell_completion and not any(a.startswith("query=") for a in argv):
+        return list(argv)  # install/uninstall take no overrides
+    overrides = list(args.overrides)
+    added = with_search_path(overrides)
+    if added == overrides:
+        return list(argv)
+    count = len(overrides)
+    start = next((i for i in range(len(argv)) if argv[i:i + count] == overrides), len(argv)) if count else len(argv)
+    return [*argv[:start], added[0], *argv[start:]]
+
+
+def train_main(argv: list[str]) -> int:
+    """``fspo-verl train ARGS``: the Hydra application; exit 1 unless every job it ran succeeded."""
+    from fspo_verl.demo import register_resolver
+
+    register_resolver()
+    register_help_resolver()
+    answered = _completion_line(argv)
+    if answered is not None:
+        return answered
+    OUTCOMES.clear()
+    saved_argv = sys.argv
+    # Hydra parses sys.argv; the program name is what its completion script binds
+    sys.argv = [PROG, *_add_search_path(argv)]
+    try:
+        hydra_main()
+    finally:
+        sys.argv = saved_argv
+    return 0 if all(outcome.get("status") == "ok" for outcome in OUTCOMES) else 1

@@ -1,0 +1,104 @@
+"""A training run's files inside its directory (Hydra's job directory under ``fspo-verl train``).
+
+One directory can hold several runs: ``outputs/<project>/<experiment>/`` is reused when the same experiment
+is launched again, so that verl resumes from the checkpoints kept there. Every run therefore gets a number
+``n`` and its own files; nothing a run writes can replace another run's file::
+
+    metrics_<n>.jsonl      verl's file logger (VERL_FILE_LOGGER_PATH)
+    config_<n>.yaml        the resolved config this run trained with
+    plots_<n>/             fspo_verl.diagnostics.plotting's PNGs of metrics_<n>.jsonl
+    status_<n>.json        ok / failed / not_started, with the error
+    tensorboard/           TensorBoard events (TENSORBOARD_DIR; event file names are unique per writer)
+    checkpoints/           verl's checkpoints, unless trainer.default_local_dir was set
+
+verl's ``FileLogger`` opens its path with mode ``"wb"``, which truncates. The run number is reserved by
+creating ``metrics_<n>.jsonl`` with ``O_CREAT | O_EXCL`` (atomic: two runs starting at once cannot get the
+same number) at one past the highest number present, so a deleted older file never makes a new run reuse
+the name of a later one (the bug of counting the files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+_METRICS = re.compile(r"^metrics_(\d+)\.jsonl$")
+#: trainer.default_local_dir in verl 0.9.1's ppo_trainer.yaml (unresolved); any other value is the user's
+VERL_DEFAULT_CHECKPOINT_DIR = "checkpoints/${trainer.project_name}/${trainer.experiment_name}"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    directory: Path
+    index: int
+
+    @property
+    def metrics(self) -> Path:
+        return self.directory / f"metrics_{self.index}.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / f"config_{self.index}.yaml"
+
+    @property
+    def plots(self) -> Path:
+        return self.directory / f"plots_{self.index}"
+
+    @property
+    def status(self) -> Path:
+        return self.directory / f"status_{self.index}.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.directory / "tensorboard"
+
+    def logger_environment(self) -> dict[str, str]:
+        """The variables that point verl's file and TensorBoard loggers at this run's files."""
+        return {"VERL_FILE_LOGGER_PATH": str(self.metrics.resolve()), "TENSORBOARD_DIR": str(self.tensorboard.resolve())}
+
+    def write_status(self, status: str, **details) -> dict:
+        record = {"status": status, "run": self.index, "directory": str(self.directory.resolve()), **details}
+        self.status.write_text(json.dumps(record, indent=2) + "\n")
+        return record
+
+
+def run_numbers(directory: str | Path) -> list[int]:
+    """The numbers of the runs whose metrics file is in ``directory``, ascending."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(m[1]) for p in directory.iterdir() if (m := _METRICS.match(p.name)))
+
+
+def reserve_run(directory: str | Path) -> RunFiles:
+    """Create ``directory`` if needed and reserve the next run number by creating its empty metrics file."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    index = max(run_numbers(directory), default=-1) + 1
+    while True:
+        try:
+            os.close(os.open(directory / f"metrics_{index}.jsonl", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:  # another run took this number between the listing and the open
+            index += 1
+            continue
+        return RunFiles(directory, index)
+
+
+def latest_metrics(directory: str | Path) -> Path | None:
+    """The metrics file of the most recent run in ``directory``, or None."""
+    numbers = run_numbers(directory)
+    return Path(directory) / f"metrics_{numbers[-1]}.jsonl" if numbers else None
+
+
+def place_checkpoints(config: DictConfig, directory: str | Path) -> Path:
+    """Point trainer.default_local_dir at ``<directory>/checkpoints`` unless the user set it; returns it resolved."""
+    raw = OmegaConf.to_container(config.trainer, resolve=False).get("default_local_dir")
+    if raw == VERL_DEFAULT_CHECKPOINT_DIR:
+        with open_dict(config):
+            config.trainer.default_local_dir = str((Path(directory) / "checkpoints").resolve())
+    return Path(str(config.trainer.default_local_dir))
