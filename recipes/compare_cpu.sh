@@ -14,7 +14,8 @@
 #   OUT          output folder                            [outputs/compare_cpu]
 #   MIN_SEQS     bins with fewer sequences (all seeds and steps) stay out of the spread  [400]
 #   FSPO_VERL_COMMAND=validate   compose and check every run's config, launch nothing
-# Writes $OUT/runs/<method>/seed<k>/metrics.jsonl, then $OUT/{clip_rate_by_length.png,reward.png,
+# Writes each run into its own Hydra run directory $OUT/runs/<method>/seed<k>/ (metrics_0.jsonl, plots_0/,
+# tensorboard/, config_0.yaml; see fspo_verl.run_dir), then $OUT/{clip_rate_by_length.png,reward.png,
 # comparison.json,comparison.md}. A run starts fresh each time (no checkpoints, no resume).
 set -euo pipefail
 
@@ -47,12 +48,11 @@ for method in ${METHODS}; do
       echo "ok: ${method} seed ${seed}"
       continue
     fi
-    rm -f "${dir}/metrics.jsonl"
+    rm -rf "${dir}" && mkdir -p "${dir}"  # a fresh run directory: its metrics are metrics_0.jsonl
     echo "=== ${method}, seed ${seed}: ${dir}"
-    (cd "${dir}" && VERL_FILE_LOGGER_PATH="${dir}/metrics.jsonl" TENSORBOARD_DIR="${dir}/tensorboard" \
-      fspo-verl train "${OVERRIDES[@]}" "$@" > "${dir}/train.log" 2>&1) \
+    (cd "${dir}" && fspo-verl train "${OVERRIDES[@]}" hydra.run.dir="${dir}" "$@" > "${dir}/train.log" 2>&1)  \
       || { echo "failed: ${method} seed ${seed}; see ${dir}/train.log" >&2; tail -n 30 "${dir}/train.log" >&2; exit 1; }
-    paths+=("${dir}/metrics.jsonl")
+    paths+=("${dir}/metrics_0.jsonl")
   done
   if [ "${#paths[@]}" -gt 0 ]; then
     RUN_ARGS+=(--run "${method}=$(IFS=,; echo "${paths[*]}")")

@@ -3,14 +3,16 @@
 - basic launcher: two jobs (fspo, gspo) one after the other in this driver, each in a fresh Ray session;
   each job's directory holds its resolved config, metrics, TensorBoard events, plots and checkpoint, and
   ``fspo-verl plot <sweep dir>`` compares them;
-- submitit_local: two jobs as submitit subprocesses, the second with a training file that is not parquet,
-  so it passes the driver checks and fails inside the trainer: it is recorded, the first keeps its results.
+- submitit_local: two jobs as submitit subprocesses, the second with a model whose weights file is corrupt
+  (its config and tokenizer are intact, and the driver does not read weights), so it passes the driver checks
+  and fails inside the trainer: it is recorded, the first keeps its results.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,14 +81,15 @@ def test_two_job_sweep_basic_launcher(tmp_path, cache_dir):
 
 def test_submitit_local_records_a_failed_job_and_keeps_the_other(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    good = ensure_assets(cache_dir)["train_files"]
-    bad = tmp_path / "not_parquet.parquet"
-    bad.write_text("this is not a parquet file\n")
+    good = Path(ensure_assets(cache_dir)["model_path"])
+    bad = tmp_path / "corrupt_weights_model"
+    shutil.copytree(good, bad)
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file\n")
     sweep = tmp_path / "sweep"
     proc = fspo_verl_train(
         # one job at a time (batches of one): two CPU Ray clusters at once would overload a small CI machine
         ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15", "hydra.sweeper.max_batch_size=1",
-         f"data.train_files={good},{bad}",
+         f"actor_rollout_ref.model.path={good},{bad}",
          *LEAN, "trainer.save_freq=-1", f"hydra.sweep.dir={sweep}"],
         tmp_path, cache_dir,
     )
