@@ -123,7 +123,10 @@ def test_a_two_step_job_trains_on_both_nodes_and_checkpoints(ray_cluster, tmp_pa
     assert str(status) == "SUCCEEDED", report
     # the driver checked the cluster's resources (2 nodes x 6 CPUs, 1 GPU), with the plugin from the job's
     # runtime_env (this checkout's wheel, in a virtualenv under the cluster's temp dir)
-    assert f"joining the running Ray cluster (12 logical CPUs, 2 GPUs) with fspo_verl from {ray_cluster.temp_dir}/" in report
+    log = job_client(ray_cluster).get_job_logs("fspo-two-steps")
+    joined = next((line for line in log.splitlines() if "joining the running Ray cluster" in line), "")
+    print(joined)
+    assert f"(12 logical CPUs, 2 GPUs) with fspo_verl from {ray_cluster.temp_dir}/" in joined, log[:6000]
 
     nodes = {n["node_id"] for n in ray_cluster.alive_nodes()}
     assert len(nodes) == 2 and worker_nodes(ray_cluster, "fspo-two-steps") == nodes, actors_by_class(ray_cluster, "fspo-two-steps")
