@@ -128,15 +128,19 @@ def test_a_two_step_job_trains_on_both_nodes_and_checkpoints(ray_cluster, tmp_pa
     print(joined)
     assert f"(12 logical CPUs, 2 GPUs) with fspo_verl from {ray_cluster.temp_dir}/" in joined, log[:6000]
 
-    nodes = {n["node_id"] for n in ray_cluster.alive_nodes()}
-    assert len(nodes) == 2 and worker_nodes(ray_cluster, "fspo-two-steps") == nodes, actors_by_class(ray_cluster, "fspo-two-steps")
-
     run = read_run(metrics)
     assert sorted(run) == [1, 2], run.keys()
     for step in (1, 2):
         assert run[step]["training/rollout_probs_diff_max"] < 1e-4, run[step]  # fp32 on both sides
     assert (tmp_path / "checkpoints" / "global_step_2" / "actor").is_dir()
     assert (tmp_path / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+
+    # Known to fail (first real run, 14:35 UTC): on the cpu platform verl's worker placement groups hold
+    # {"CPU": 1} bundles only (PlatformCPU.ray_resource_name() == "CPU" overwrites the bundle's CPU count),
+    # so both per-node STRICT_PACK groups fit on one node and both FSDP workers land there; the rollout
+    # servers and TransferQueue actors did spread over both nodes.
+    nodes = {n["node_id"] for n in ray_cluster.alive_nodes()}
+    assert len(nodes) == 2 and worker_nodes(ray_cluster, "fspo-two-steps") == nodes, actors_by_class(ray_cluster, "fspo-two-steps")
 
 
 def checkpointed_step(run_dir: Path) -> int:
