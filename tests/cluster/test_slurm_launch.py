@@ -33,6 +33,7 @@ SBATCH = Path(__file__).resolve().parents[2] / "recipes" / "slurm.sbatch"
 #: a lean CPU run: tiny model (configs/model/tiny_cpu.yaml), 16 prompts x 4 samples a step, a checkpoint
 #: every step, no validation
 LEAN = [
+    "data=synthetic_cpu",  # the cheapest task (4-token answers): these tests are about the launcher
     "cluster=cpu",
     "trainer.total_training_steps=2",
     "trainer.save_freq=1",

@@ -34,6 +34,7 @@ pytestmark = [
 ]
 
 LEAN = [
+    "data=synthetic_cpu",  # the cheapest task (4-token answers): these tests are about the launcher
     "trainer.total_training_steps=1",
     "trainer.val_before_train=false",
     "trainer.test_freq=-1",

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 #: a lean CPU job: 16 prompts x 4 samples, one step, no validation
 LEAN = [
+    "data=synthetic_cpu",  # the cheapest task (4-token answers): these tests are about the launcher
     "trainer.total_training_steps=1",
     "trainer.val_before_train=false",
     "trainer.test_freq=-1",
