@@ -34,7 +34,7 @@ HF_ADAPTER_PATH = "fspo_verl.cpu.hf_rollout.HFServerAdapter"
 #: ``ray.init``). Thread caps: our choice, so that 2 FSDP workers + rollout server share a small machine
 #: instead of each spawning one thread per core. TQ_NUM_THREADS: TransferQueue sets torch's thread count to it
 #: (default 8) around every put/get and, on a machine with fewer physical cores, logs a WARNING each time
-#: (one line per rollout: 76% of the demo's console); 1 matches the thread caps above and silences it.
+#: (one line per rollout written: 76% of the 40-step demo's console); 1 matches the thread caps above and silences it.
 CPU_ENVIRONMENT = {
     "VERL_PLATFORM": PLATFORM_NAME,
     "TOKENIZERS_PARALLELISM": "false",
