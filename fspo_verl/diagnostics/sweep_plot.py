@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fspo_verl.diagnostics.plotting import _VAL_KEY, _pyplot, _save
+from fspo_verl.diagnostics.plotting import _VAL_KEY, pyplot, save_figure
 from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
 from fspo_verl.run_dir import latest_metrics
 
@@ -57,7 +57,7 @@ def plot_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict
     """One PNG per compared metric, one line per job; metric -> written path."""
     runs = sweep_runs(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "comparison"
-    plt = _pyplot()
+    plt = pyplot()
     written = {}
     for metric in compared_metrics(runs):
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -69,5 +69,5 @@ def plot_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} by job")
         ax.legend(fontsize="small")
-        written[metric] = _save(fig, plt, out_dir / (re.sub(r"[^A-Za-z0-9_.@-]+", "_", metric) + ".png"))
+        written[metric] = save_figure(fig, plt, out_dir / (re.sub(r"[^A-Za-z0-9_.@-]+", "_", metric) + ".png"))
     return written
