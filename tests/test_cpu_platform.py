@@ -1,4 +1,4 @@
-"""The cpu platform and the three CPU fixes, exercised in fresh interpreters with VERL_PLATFORM=cpu.
+"""The cpu platform and the four CPU fixes, exercised in fresh interpreters with VERL_PLATFORM=cpu.
 
 The platform singleton is per process, so each check runs ``import verl`` in a subprocess, exactly as a
 Ray worker does, and reports JSON.
@@ -56,7 +56,7 @@ def test_cpu_platform_answers_every_device_query():
         """
     )
     assert report == {
-        "name": "cpu", "backend": "gloo", "resource": "CPU", "vendor": "cpu", "tensor_device": "cpu",
+        "name": "cpu", "backend": "gloo", "resource": "GPU", "vendor": "cpu", "tensor_device": "cpu",
         "mem": [0, 0], "allocated": 0, "available": True, "ray_opts": {"num_cpus": 0.5},
     }
 
@@ -132,3 +132,31 @@ def test_when_imported_runs_after_the_module_body(tmp_path, monkeypatch):
     assert seen == [1]
     when_imported("fspo_probe_module", lambda m: seen.append(m.VALUE + 1))  # already imported: runs at once
     assert seen == [1, 2]
+
+
+def test_worker_bundles_hold_one_logical_cpu_and_one_logical_gpu():
+    """Fix 4: verl's worker placement groups on the cpu platform. Each bundle holds a logical GPU, so a node
+    started with one GPU takes one FSDP worker (the real 2-node spread is tests/cluster/test_ray_job.py), and
+    one logical CPU, as before, not verl's max_colocate_count (3) of them."""
+    import shutil
+    import tempfile
+
+    temp_dir = tempfile.mkdtemp(prefix="fspo_pg_", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
+    try:
+        report = run_probe(
+            f"""
+        import json, ray, verl
+        from verl.single_controller.ray.base import RayResourcePool
+        ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, _temp_dir={temp_dir!r})
+        try:
+            pool = RayResourcePool(process_on_nodes=[1, 1], use_gpu=True, max_colocate_count=3)
+            pgs = pool.get_placement_groups()
+            print(json.dumps({{"bundles": [pg.bundle_specs for pg in pgs], "colocate": pool.max_colocate_count,
+                              "patched": getattr(RayResourcePool.get_placement_groups, "_fspo_cpu_patched", False)}}))
+        finally:
+            ray.shutdown()
+        """
+        )
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert report == {"bundles": [[{"CPU": 1.0, "GPU": 1.0}], [{"CPU": 1.0, "GPU": 1.0}]], "colocate": 3, "patched": True}

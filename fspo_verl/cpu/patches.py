@@ -1,4 +1,4 @@
-"""The three fixes verl 0.9.1 needs beyond a ``cpu`` platform, each applied to one verl function.
+"""The four fixes verl 0.9.1 needs beyond a ``cpu`` platform, each applied to one verl function.
 
 1. Process-group backend string. verl builds ``f"cpu:gloo,{device}:{backend}"``, which on CPU is
    ``"cpu:gloo,cpu:gloo"``; torch rejects a device named twice. :func:`process_group_backend` is the one
@@ -9,6 +9,13 @@
 3. Pinned memory. The FSDP2 engine hard-codes ``CPUOffloadPolicy(pin_memory=True)`` for forward-only models
    (the reference policy) and ``pin_memory()`` raises without an accelerator. On CPU the policy is built
    with ``pin_memory=False``.
+4. Worker placement. ``RayResourcePool.get_placement_groups`` builds one bundle per worker,
+   ``{"CPU": max_colocate_count, <platform resource>: 1}``, one STRICT_PACK group per node. The cpu
+   platform's device slot is a logical ``GPU`` (:meth:`~fspo_verl.cpu.platform.PlatformCPU.ray_resource_name`),
+   so a node started with ``--num-gpus=1`` takes one worker and the per-node groups spread over the nodes as
+   on a GPU cluster. verl's ``max_colocate_count`` (3) would then reserve 3 logical CPUs per worker, which the
+   CPU preset's budget (workers + TransferQueue storage units + 2) does not hold; on cpu the bundle keeps the
+   one logical CPU per worker it had before, ``{"CPU": 1, "GPU": 1}``.
 
 Each fix is a post-import hook (:mod:`fspo_verl.cpu.import_hooks`), installed only when the cpu platform
 is selected, so no verl process pays for importing these modules early.
@@ -129,8 +136,41 @@ def _patch_engine_registry(engine_base: ModuleType) -> None:
     registry.get_engine_cls = classmethod(get_engine_cls)
 
 
+#: logical CPUs in each worker's placement bundle on the cpu platform (see fix 4 in the module docstring)
+CPU_BUNDLE_CPUS = 1
+
+
+def _patch_placement_groups(ray_base: ModuleType) -> None:
+    """On cpu, build worker bundles with :data:`CPU_BUNDLE_CPUS` logical CPUs instead of ``max_colocate_count``.
+
+    Only the bundles change: ``max_colocate_count`` itself is restored at once, because verl also divides a
+    worker's device share by it (``1 / max_colocate_count`` of the bundle, for colocated worker groups).
+    """
+    pool_cls = ray_base.RayResourcePool
+    original = pool_cls.get_placement_groups
+    if getattr(original, "_fspo_cpu_patched", False):
+        return
+
+    @functools.wraps(original)
+    def get_placement_groups(self, *args: Any, **kwargs: Any):
+        from verl.utils.device import get_device_name
+
+        if self.pgs is not None or not self.use_gpu or get_device_name() != "cpu":
+            return original(self, *args, **kwargs)
+        colocate = self.max_colocate_count
+        self.max_colocate_count = CPU_BUNDLE_CPUS
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            self.max_colocate_count = colocate
+
+    get_placement_groups._fspo_cpu_patched = True
+    pool_cls.get_placement_groups = get_placement_groups
+
+
 def install_cpu_patches() -> None:
-    """Install the three fixes as post-import hooks (idempotent; cheap: imports nothing heavy)."""
+    """Install the four fixes as post-import hooks (idempotent; cheap: imports nothing heavy)."""
     when_imported("verl.utils.distributed", _patch_distributed)
     when_imported("verl.utils.fsdp_utils", _patch_offload_policy)
     when_imported("verl.workers.engine.base", _patch_engine_registry)
+    when_imported("verl.single_controller.ray.base", _patch_placement_groups)

@@ -1,4 +1,4 @@
-"""The ``cpu`` platform for verl's ``PlatformRegistry``: device cpu, gloo collectives, Ray resource ``CPU``.
+"""The ``cpu`` platform for verl's ``PlatformRegistry``: device cpu, gloo collectives, logical Ray ``GPU`` slots.
 
 verl 0.9.1 ships platforms for CUDA, NPU and ROCm only, and auto-detection falls back to CUDA/NCCL when no
 accelerator is found. Selecting this platform (``VERL_PLATFORM=cpu``, set by
@@ -131,10 +131,16 @@ class PlatformCPU(PlatformBase):
         return None
 
     def ray_resource_name(self) -> str:
-        return "CPU"
+        # The device slot in verl's worker bundles: a *logical* GPU (the CPU preset declares as many as there
+        # are workers; `ray start --num-gpus=N` on a CPU node). One slot per worker makes verl's per-node
+        # STRICT_PACK groups spread over the nodes as on a GPU cluster; with "CPU" here every bundle was
+        # {"CPU": 1} and both of a 2-node run's FSDP workers fitted on one node. The bundle's CPU count is
+        # kept at 1 by fix 4 in fspo_verl.cpu.patches.
+        return "GPU"
 
     def ray_resource_options(self, num_gpus: float) -> dict[str, Any]:
-        # Ray refuses "CPU" inside `resources=`; a worker's device share becomes a share of one logical CPU.
+        # The actor itself asks for no GPU (Ray would set CUDA_VISIBLE_DEVICES for it): its bundle holds the
+        # slot; its device share becomes a share of the bundle's one logical CPU.
         return {"num_cpus": num_gpus}
 
     def ray_noset_envvars(self) -> list[str]:
