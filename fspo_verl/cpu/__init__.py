@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from types import ModuleType
 
 from omegaconf import DictConfig

@@ -152,7 +152,7 @@ def checkpoint_problems(config: DictConfig) -> Findings:
             return found
         text = tracker.read_text().strip()
         if not text.isdigit():
-            found.errors.append(problem("trainer.default_local_dir", raw, f"{tracker} holds {text!r}, not a step number", f"write the step of an intact global_step_<N> folder into it, or set trainer.resume_mode=disable"))
+            found.errors.append(problem("trainer.default_local_dir", raw, f"{tracker} holds {text!r}, not a step number", "write the step of an intact global_step_<N> folder into it, or set trainer.resume_mode=disable"))
             return found
         folder = root / f"global_step_{int(text)}"
         if not folder.is_dir():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from fspo_verl.demo import ensure_assets
 from fspo_verl.diagnostics.run_log import read_run
 
 pytestmark = pytest.mark.timeout(1500)
@@ -139,15 +138,11 @@ def test_a_two_step_job_trains_on_both_nodes_and_checkpoints(ray_cluster, tmp_pa
     assert (tmp_path / "checkpoints" / "global_step_2" / "actor").is_dir()
     assert (tmp_path / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
 
-    # Known to fail (first real run, 14:35 UTC): on the cpu platform verl's worker placement groups hold
-    # {"CPU": 1} bundles only (PlatformCPU.ray_resource_name() == "CPU" overwrites the bundle's CPU count),
-    # so both per-node STRICT_PACK groups fit on one node and both FSDP workers land there; the rollout
-    # servers and TransferQueue actors did spread over both nodes.
+    # The FSDP workers ran one per node: the cpu platform's worker bundles hold a logical GPU each
+    # ({"CPU": 1, "GPU": 1}); with {"CPU": 1} bundles (before) both per-node STRICT_PACK groups fitted on one node.
     nodes = {n["node_id"] for n in ray_cluster.alive_nodes()}
     assert len(nodes) == 2, nodes
-    if worker_nodes(ray_cluster, "fspo-two-steps") != nodes:
-        pytest.xfail(f"known bug (issue 10): the cpu platform's {{'CPU': 1}} bundles put both FSDP workers on one "
-                     f"node: {actors_by_class(ray_cluster, 'fspo-two-steps')}")
+    assert worker_nodes(ray_cluster, "fspo-two-steps") == nodes, actors_by_class(ray_cluster, "fspo-two-steps")
 
 
 def checkpointed_step(run_dir: Path) -> int:
@@ -158,8 +153,6 @@ def checkpointed_step(run_dir: Path) -> int:
         return 0
 
 
-@pytest.mark.skip(reason="not yet run for real (issue 10, item 5): it needs the FSDP workers on both nodes, "
-                  "which the cpu platform's placement does not give yet")
 def test_a_lost_node_fails_the_job_quickly_and_the_same_command_resumes(ray_cluster, tmp_path):
     """SIGKILL the worker node's raylet after the first checkpoint: the job fails within 120 s with a message
     naming the lost node; the same command, resubmitted to the repaired cluster, resumes from the last
