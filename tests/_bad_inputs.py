@@ -4,7 +4,8 @@ Rows 1-23 are the inputs of issue 12 (each passed `fspo-verl validate` and then 
 trained nothing); the rest are the class each stands for and the names the next user will mistype.
 ``{d}`` in an override is the folder of bad files made by :func:`make_bad_files`.
 ``mechanism`` says what catches it: a general mechanism (``sections``: verl's dataclasses built as the
-workers build them; ``names``: registry look-up; ``data_files``; ``model_files``; ``checkpoints``) or an
+workers build them; ``names``: registry look-up; ``data_files``; ``model_files``; ``checkpoints``;
+``resolution``: the config resolved in place as verl's TaskRunner resolves it) or an
 explicit rule for a nonsense value (``values``).
 """
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
-GENERAL = ("sections", "names", "data_files", "model_files", "checkpoints")
+GENERAL = ("sections", "names", "data_files", "model_files", "checkpoints", "resolution")
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,14 @@ CORPUS: tuple[BadInput, ...] = (
     bad("train_files a directory", ["data.train_files={d}"], "data.train_files", "data_files"),
     bad("reward_model without ground_truth", ["data.train_files={d}/no_ground_truth.parquet"], "data.train_files", "data_files"),
     bad("val_files a CSV", ["data.val_files={d}/train.csv"], "data.val_files", "data_files"),
-    bad("fewer rows than one batch", ["data.train_batch_size=2048", f"{ACTOR}.ppo_mini_batch_size=16"], "data.train_batch_size", "data_files"),
+    bad("fewer rows than one batch", ["data.train_batch_size=65536", f"{ACTOR}.ppo_mini_batch_size=16"], "data.train_batch_size", "data_files"),
     bad("model without tokenizer", ["actor_rollout_ref.model.path={d}/model_no_tokenizer"], "actor_rollout_ref.model.path", "model_files"),
     bad("model with a broken config.json", ["actor_rollout_ref.model.path={d}/model_bad_config"], "actor_rollout_ref.model.path", "model_files"),
     bad("resume_from_path missing", ["trainer.resume_mode=resume_path", "trainer.resume_from_path={d}/ckpt/global_step_99"], "trainer.resume_from_path", "checkpoints"),
     bad("latest checkpoint half-written", ["trainer.default_local_dir={d}/ckpt"], "trainer.resume_mode", "checkpoints"),
+    # a preset line that validate printed and the TaskRunner's in-place OmegaConf.resolve refused (found on a
+    # real 2-node Ray job with data=synthetic_cpu, whose data preset has no fspo_verl.task.length_bins)
+    bad("resolver with a list default", ["++fspo_verl.probe=${{oc.select:fspo_verl.nothing,[1,2]}}"], "fspo_verl.probe", "resolution"),
 )
 
 

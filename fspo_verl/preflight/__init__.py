@@ -11,6 +11,8 @@ Each module is one mechanism and registers its check into :mod:`fspo_verl.checks
 - :mod:`.values`       nonsense numbers: non-positive counts, lengths, learning rates; negative temperature;
                        a group-relative estimator with one sample per group
 - :mod:`.checkpoints`  the checkpoint a resume would load: present, complete and readable
+- :mod:`.resolution`   the config resolved in place, as verl's TaskRunner resolves it (a resolver's list
+                       default passes ``validate``'s printout and fails there)
 - :mod:`.locality`     FSPO_VERL_FILES_ELSEWHERE=1: validating away from the driver, absent paths only warn
 
 Every message is one line (:func:`.messages.problem`): the key, its value, what goes wrong, and the fix.
@@ -19,6 +21,6 @@ No check starts Ray, reads a whole data file, or touches the network.
 
 from __future__ import annotations
 
-from fspo_verl.preflight import checkpoints, data_files, model_files, names, sections, values  # noqa: F401 - registers
+from fspo_verl.preflight import checkpoints, data_files, model_files, names, resolution, sections, values  # noqa: F401 - registers
 
-__all__ = ["checkpoints", "data_files", "model_files", "names", "sections", "values"]
+__all__ = ["checkpoints", "data_files", "model_files", "names", "resolution", "sections", "values"]
