@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fspo_verl.checks import Findings, run_checks
+from fspo_verl.lost_nodes import lost_nodes_note
 from fspo_verl.presets import GROUPS, ROOT_CONFIG, description, presets, with_search_path
 from fspo_verl.run_dir import RunFiles, place_checkpoints, reserve_run
 
@@ -117,12 +119,16 @@ def run_job(config: DictConfig) -> dict:
     files = reserve_run(job_dir)
     checkpoints = place_checkpoints(config, job_dir)
     files.config.write_text(OmegaConf.to_yaml(config, resolve=True))
+    start_ms = int(time.time() * 1000)
     with _job_environment():
         try:
             _train(config, files)
         except Exception as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
             print(traceback.format_exc(), file=sys.stderr)
             error = f"{type(err).__name__}: {err}"
+            lost = lost_nodes_note(err, start_ms)
+            if lost:
+                error = f"{lost}. Ray's error: {error}"
         else:
             error = None
     plots = _plot(files)

@@ -61,7 +61,10 @@ def cluster_resources(address: str) -> dict[str, float]:
     from ray.util.state import list_nodes
 
     try:
-        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], timeout=STATE_API_TIMEOUT_S)
+        # raise_on_missing_output=False: Ray 2.60 counts the DEAD nodes the filter leaves out as "truncated"
+        # output and raises, so after a lost node every resubmission failed here
+        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], timeout=STATE_API_TIMEOUT_S,
+                           raise_on_missing_output=False)
     except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
         raise ClusterUnreachable(
             f"cannot read the resources of the Ray cluster at RAY_ADDRESS={address}: {type(err).__name__}: {err}. "

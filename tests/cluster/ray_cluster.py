@@ -140,7 +140,11 @@ class RayCluster:
                      f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={self.client_port}",
                      "--include-dashboard=true"]
         else:
-            args += [f"--address={self.gcs_address}"]
+            # a temp dir per node, as separate hosts have: nodes sharing one runtime_resources/ folder delete each
+            # other's cached pip environments (a replacement node's agent removed the one the head still used)
+            node_dir = self.temp_dir / f"node{node.index}"
+            node_dir.mkdir(exist_ok=True)
+            args += [f"--address={self.gcs_address}", f"--temp-dir={node_dir}"]
         log = open(self.log_dir / f"node{node.index}.log", "w")  # noqa: SIM115 - closed with the process
         # a new session: every daemon this `ray start` spawns shares its process group, which stop() kills
         proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -178,7 +182,9 @@ class RayCluster:
         from ray.util.state import list_nodes
 
         return [n.__dict__ if hasattr(n, "__dict__") else dict(n)
-                for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10)]
+                for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10,
+                                    # Ray 2.60 reports a filtered-out DEAD node as "truncated" output and raises
+                                    raise_on_missing_output=False)]
 
     def wait_for_nodes(self, count: int, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout

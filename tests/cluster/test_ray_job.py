@@ -98,7 +98,8 @@ def worker_nodes(cluster, submission_id: str) -> set[str]:
     from ray.util.state import list_actors
 
     job_id = job_client(cluster).get_job_info(submission_id).job_id
-    actors = list_actors(address=cluster.dashboard_url, filters=[("job_id", "=", job_id)], limit=1000, detail=True)
+    actors = list_actors(address=cluster.dashboard_url, filters=[("job_id", "=", job_id)], limit=1000, detail=True,
+                         raise_on_missing_output=False)
     return {a.node_id for a in actors if WORKER_CLASS_MARK in a.class_name}
 
 
@@ -107,7 +108,8 @@ def actors_by_class(cluster, submission_id: str) -> dict[str, list[str]]:
 
     job_id = job_client(cluster).get_job_info(submission_id).job_id
     out: dict[str, list[str]] = {}
-    for actor in list_actors(address=cluster.dashboard_url, filters=[("job_id", "=", job_id)], limit=1000):
+    for actor in list_actors(address=cluster.dashboard_url, filters=[("job_id", "=", job_id)], limit=1000,
+                             raise_on_missing_output=False):
         out.setdefault(actor.class_name, []).append(actor.node_id)
     return out
 
@@ -157,22 +159,20 @@ def test_a_lost_node_fails_the_job_quickly_and_the_same_command_resumes(ray_clus
     """SIGKILL the worker node's raylet after the first checkpoint: the job fails within 120 s with a message
     naming the lost node; the same command, resubmitted to the repaired cluster, resumes from the last
     checkpoint and trains only the remaining steps."""
-    from ray.util.state import list_nodes
-
     steps = 4
     proc = submit(ray_cluster, tmp_path, steps=steps, metrics=tmp_path / "metrics_0.jsonl", submission_id="fspo-lost")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     status, _ = wait_for_end(ray_cluster, "fspo-lost", JOB_TIMEOUT_S, until=lambda: checkpointed_step(tmp_path) >= 1)
     assert str(status) == "RUNNING", job_report(ray_cluster, "fspo-lost")
 
+    (lost,) = [n["node_id"] for n in ray_cluster.alive_nodes() if not n.get("is_head_node")]
     worker = ray_cluster.started[1]
     os.kill(worker.raylet_pid(), 9)
     status, waited = wait_for_end(ray_cluster, "fspo-lost", LOST_NODE_TIMEOUT_S + 60)
     report = job_report(ray_cluster, "fspo-lost")
-    print(f"lost node: job {status} {waited:.0f} s after the raylet was killed")
+    print(f"lost node {lost}: job {status} {waited:.0f} s after the raylet was killed")
     assert str(status) == "FAILED" and waited <= LOST_NODE_TIMEOUT_S, report
-    dead = [n.node_id for n in list_nodes(address=ray_cluster.dashboard_url, filters=[("state", "=", "DEAD")])]
-    assert len(dead) == 1 and dead[0] in report, (dead, report)
+    assert lost in report, report
 
     done = checkpointed_step(tmp_path)
     assert 1 <= done < steps

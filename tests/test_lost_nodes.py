@@ -1,0 +1,57 @@
+"""fspo_verl.lost_nodes: which failures count as a lost node, and the note's wording. The real case (a worker
+node's raylet SIGKILLed mid-run on a 2-node cluster) is tests/cluster/test_ray_job.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from ray.exceptions import ActorDiedError, ActorUnavailableError, NodeDiedError, RayTaskError
+
+from fspo_verl import lost_nodes
+from fspo_verl.lost_nodes import looks_like_node_loss, lost_nodes_note
+
+
+def test_rays_actor_and_node_errors_count_as_node_loss():
+    assert looks_like_node_loss(ActorDiedError())
+    assert looks_like_node_loss(ActorUnavailableError("Socket closed", b"\x00" * 16))
+    assert looks_like_node_loss(NodeDiedError("node gone"))
+
+
+def test_a_wrapped_node_loss_counts_too():
+    try:
+        try:
+            raise ActorDiedError()
+        except ActorDiedError as inner:
+            raise RuntimeError("trainer step failed") from inner
+    except RuntimeError as outer:
+        assert looks_like_node_loss(outer)
+    task_error = RayTaskError("TaskRunnerV1.run", "traceback", ActorDiedError())
+    assert looks_like_node_loss(task_error)
+
+
+@pytest.mark.parametrize("err", [ValueError("bad lr"), KeyError("x"), RayTaskError("f", "tb", ZeroDivisionError())])
+def test_other_errors_are_not_node_loss_and_touch_no_ray(err, monkeypatch):
+    monkeypatch.setattr(lost_nodes, "dead_nodes_since", lambda *a, **k: pytest.fail("asked Ray for dead nodes"))
+    assert not looks_like_node_loss(err)
+    assert lost_nodes_note(err, start_ms=0) is None
+
+
+def test_the_note_names_each_dead_node_and_the_way_back(monkeypatch):
+    dead = [{"node_id": "c4f8", "node_ip": "10.0.0.7", "message": "health check failed"}]
+    monkeypatch.setattr(lost_nodes, "dead_nodes_since", lambda start_ms, wait_s: dead)
+    note = lost_nodes_note(ActorDiedError(), start_ms=int(time.time() * 1000))
+    assert note == ("lost Ray node c4f8 (10.0.0.7): health check failed. Fix: bring the node back (or replace it), "
+                    "then submit the same command again: it resumes from the last checkpoint in trainer.default_local_dir")
+
+
+def test_no_dead_node_means_no_note(monkeypatch):
+    monkeypatch.setattr(lost_nodes, "dead_nodes_since", lambda start_ms, wait_s: [])
+    assert lost_nodes_note(ActorDiedError(), start_ms=0) is None
+
+
+def test_without_ray_there_is_nothing_to_ask():
+    import ray
+
+    assert not ray.is_initialized()
+    assert lost_nodes.dead_nodes_since(0, wait_s=5) == []
