@@ -7,6 +7,7 @@ tear-down; this file only wires them to pytest.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,21 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sigterm_tears_clusters_down():
+    """SIGTERM (a CI time-out, ``kill``) ends pytest at once by default, running no fixture's tear-down, so a
+    session's SLURM daemons or Ray nodes outlived it. As a KeyboardInterrupt, pytest stops the run and tears
+    every fixture down, clusters included."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="module")
