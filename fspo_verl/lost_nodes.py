@@ -10,6 +10,7 @@ run fails with one of Ray's actor, worker or node errors, :func:`lost_nodes_note
 
 from __future__ import annotations
 
+import re
 import time
 
 #: Ray exceptions that a lost node shows up as, in the driver (matched by class name through the cause chain)
@@ -18,6 +19,10 @@ NODE_LOSS_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError", 
 #: our choice: Ray marks a silent node dead after health_check_failure_threshold (5) x period (3 s) by
 #: default, plus the report; 45 s covers that and keeps a failure well inside a 120 s bound
 WAIT_S = 45.0
+#: how a lost peer shows up in a surviving rank's collective or RPC error, whatever class carries it (a gloo
+#: all-reduce whose peer vanished raises RuntimeError, which can reach the driver before the actor death)
+PEER_LOSS_TEXT = re.compile(r"Connection (closed|reset) by peer|Socket closed|Broken pipe|ECONNRESET|"
+                            r"connection error code|node has died|NodeDiedError|unexpectedly exits", re.IGNORECASE)
 POLL_S = 1.0
 
 
@@ -31,9 +36,10 @@ def _chain(err: BaseException):
 
 
 def looks_like_node_loss(err: BaseException) -> bool:
-    """True when ``err`` (or what caused it) is one of :data:`NODE_LOSS_ERRORS`."""
+    """True when ``err`` (or what caused it) is one of :data:`NODE_LOSS_ERRORS`, or its text reads like a lost
+    peer (:data:`PEER_LOSS_TEXT`)."""
     for e in _chain(err):
-        if any(cls.__name__ in NODE_LOSS_ERRORS for cls in type(e).__mro__):
+        if any(cls.__name__ in NODE_LOSS_ERRORS for cls in type(e).__mro__) or PEER_LOSS_TEXT.search(str(e)):
             return True
     return False
 
@@ -47,8 +53,11 @@ def dead_nodes_since(start_ms: int, wait_s: float = WAIT_S, poll_s: float = POLL
         return []
     from ray.util.state import list_nodes
 
-    if len(ray.nodes()) <= 1:
-        wait_s = 0.0  # one node: the driver's own; had it died, this process would not be asking
+    try:
+        if len(ray.nodes()) <= 1:
+            return []  # one node: the driver's own; had it died, this process would not be asking
+    except Exception:  # noqa: BLE001 - the GCS itself is gone: nothing to ask
+        return []
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -66,10 +75,11 @@ def dead_nodes_since(start_ms: int, wait_s: float = WAIT_S, poll_s: float = POLL
 
 
 def lost_nodes_note(err: BaseException, start_ms: int, wait_s: float = WAIT_S) -> str | None:
-    """``"lost Ray node <id> (<ip>): <Ray's reason>; ..."`` for a run that failed because nodes died, else None."""
-    if not looks_like_node_loss(err):
-        return None
-    dead = dead_nodes_since(start_ms, wait_s=wait_s)
+    """``"lost Ray node <id> (<ip>): <Ray's reason>; ..."`` for a run that failed because nodes died, else None.
+
+    Errors that look like a lost node wait up to ``wait_s`` for the GCS; any other error looks once, without
+    waiting, so a failure elsewhere is not held up but a node already known dead is still named."""
+    dead = dead_nodes_since(start_ms, wait_s=wait_s if looks_like_node_loss(err) else 0.0)
     if not dead:
         return None
     parts = [f"{d['node_id']} ({d['node_ip']})" + (f": {d['message']}" if d["message"] else "") for d in dead]

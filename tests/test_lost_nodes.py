@@ -30,11 +30,18 @@ def test_a_wrapped_node_loss_counts_too():
     assert looks_like_node_loss(task_error)
 
 
+def test_a_surviving_ranks_collective_error_counts_by_its_text():
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4242")
+    assert looks_like_node_loss(RayTaskError("WorkerDict.update_actor", "tb", gloo))
+
+
 @pytest.mark.parametrize("err", [ValueError("bad lr"), KeyError("x"), RayTaskError("f", "tb", ZeroDivisionError())])
-def test_other_errors_are_not_node_loss_and_touch_no_ray(err, monkeypatch):
-    monkeypatch.setattr(lost_nodes, "dead_nodes_since", lambda *a, **k: pytest.fail("asked Ray for dead nodes"))
+def test_other_errors_are_not_node_loss_and_do_not_wait(err, monkeypatch):
+    waits = []
+    monkeypatch.setattr(lost_nodes, "dead_nodes_since", lambda start_ms, wait_s: waits.append(wait_s) or [])
     assert not looks_like_node_loss(err)
     assert lost_nodes_note(err, start_ms=0) is None
+    assert waits == [0.0]  # one look, no waiting
 
 
 def test_the_note_names_each_dead_node_and_the_way_back(monkeypatch):
