@@ -3,9 +3,10 @@
 When a node dies mid-run (its raylet killed, the machine gone), verl's driver sees only the symptom of an
 actor on it, e.g. ``ActorUnavailableError: The actor 9783... is unavailable: ... RpcError: Socket closed``,
 which names no node; the GCS marks the node DEAD some seconds later, after its health checks fail. So when a
-run fails with one of Ray's actor, worker or node errors, :func:`lost_nodes_note` waits (at most
-:data:`WAIT_S`) for nodes that died since the run began and returns a sentence naming them, which
-``fspo-verl train`` puts in front of the error. Any other error, or no Ray, returns None at once.
+run fails with one of Ray's actor, worker or node errors (or a lost peer's text, :data:`PEER_LOSS_TEXT`),
+:func:`lost_nodes_note` waits (at most :data:`WAIT_S`) for nodes that died since the run began and returns a
+sentence naming them, which ``fspo-verl train`` puts in front of the error. Any other error on a multi-node
+cluster looks once without waiting; with no Ray, or a one-node Ray, nothing is asked.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ NODE_LOSS_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError", 
 #: our choice: Ray marks a silent node dead after health_check_failure_threshold (5) x period (3 s) by
 #: default, plus the report; 45 s covers that and keeps a failure well inside a 120 s bound
 WAIT_S = 45.0
+POLL_S = 1.0
 #: how a lost peer shows up in a surviving rank's collective or RPC error, whatever class carries it (a gloo
 #: all-reduce whose peer vanished raises RuntimeError, which can reach the driver before the actor death)
 PEER_LOSS_TEXT = re.compile(r"Connection (closed|reset) by peer|Socket closed|Broken pipe|ECONNRESET|"
                             r"connection error code|node has died|NodeDiedError|unexpectedly exits", re.IGNORECASE)
-POLL_S = 1.0
 
 
 def _chain(err: BaseException):

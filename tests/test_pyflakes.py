@@ -15,18 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 TREES = ["fspo_verl", "hydra_plugins", "tests", "benchmarks", "recipes"]
 
 
-def test_no_pyflakes_errors():
+def ruff_check(paths: list[str], cwd: Path) -> subprocess.CompletedProcess:
     ruff = Path(sys.executable).with_name("ruff")
     assert ruff.exists(), "ruff is part of the test extra: pip install -e '.[test]'"
-    proc = subprocess.run([str(ruff), "check", "--no-cache", "--select", "F,E9", "--output-format", "concise", *TREES],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(ruff), "check", "--no-cache", "--select", "F,E9", "--output-format", "concise", *paths],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_no_pyflakes_errors():
+    proc = ruff_check(TREES, REPO)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def test_the_check_finds_an_undefined_name(tmp_path):
     """Negative control: the same command fails on a file that uses a name it never imports."""
     (tmp_path / "bad.py").write_text("def f():\n    return Path('.')\n")
-    ruff = Path(sys.executable).with_name("ruff")
-    proc = subprocess.run([str(ruff), "check", "--no-cache", "--select", "F,E9", "--output-format", "concise", "bad.py"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = ruff_check(["bad.py"], tmp_path)
     assert proc.returncode == 1 and "F821" in proc.stdout, proc.stdout
