@@ -13,7 +13,7 @@ For each seed S, runs ``fspo-verl train data.seed=S`` (the default demo, plus an
 The model and data come from the asset cache, so a first run also builds them (not counted separately)::
 
     heavy timeout 3600 .venv/bin/python benchmarks/bench_demo_seeds.py --seeds 1,2,3 --out DIR [-- overrides]
-    .venv/bin/python benchmarks/bench_demo_seeds.py --summarize DIR/seed1/metrics.jsonl ...   # existing runs
+    .venv/bin/python benchmarks/bench_demo_seeds.py --summarize DIR/seed1/run/metrics_0.jsonl ...   # existing runs
 
 Targets are reported, not enforced (figures belong in benchmarks, not tests). Exit status 0 on completed runs.
 """
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.run_dir import latest_metrics
 
 WINDOW = 5
 MIN_GAIN = 0.25
@@ -80,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             run_dir = Path(args.out, f"seed{seed}").resolve()
             run_dir.mkdir(parents=True, exist_ok=True)
-            log = run_dir / "metrics.jsonl"
-            log.unlink(missing_ok=True)
-            env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(log), "TENSORBOARD_DIR": str(run_dir / "tensorboard")}
-            cmd = [str(launcher), "train", f"data.seed={seed}", f"trainer.default_local_dir={run_dir}/ckpt", *overrides]
+            env = dict(os.environ)
+            # fspo-verl train writes metrics_<n>.jsonl, plots and TensorBoard events into hydra.run.dir
+            cmd = [str(launcher), "train", f"data.seed={seed}", f"hydra.run.dir={run_dir}/run",
+                   f"trainer.default_local_dir={run_dir}/ckpt", *overrides]
             start = time.monotonic()
             with open(run_dir / "console.log", "w") as console:
                 proc = subprocess.run(cmd, env=env, cwd=run_dir, stdout=console, stderr=subprocess.STDOUT)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode != 0:
                 print(f"seed {seed}: fspo-verl train exited {proc.returncode}; see {run_dir / 'console.log'}")
                 return proc.returncode
-            runs.append((f"seed {seed}", str(log), wall))
+            runs.append((f"seed {seed}", str(latest_metrics(run_dir / "run")), wall))
 
     print("| run | first 5 steps | last 5 steps (gain) | best 5-step window | last / best | median step | wall | greedy val, start / end |")
     print("|---|---|---|---|---|---|---|---|")

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.run_dir import latest_metrics
 
 N_PER_PROMPT = 8  # the CPU demo's rollout.n (configs/data_extras/synthetic_cpu.yaml)
 PROMPTS_PER_UPDATE = 16  # the CPU demo's ppo_mini_batch_size
@@ -38,9 +39,8 @@ def run(name: str, extra: list[str], steps: int, out: Path) -> list[dict[str, fl
     """One ``fspo-verl train`` run; returns the per-step metric dicts from verl's JSONL file logger."""
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "metrics.jsonl"
-    log.unlink(missing_ok=True)
     args = [
+        f"hydra.run.dir={run_dir / 'run'}",  # fspo-verl train points verl's file logger at <run dir>/metrics_<n>.jsonl
         f"trainer.total_training_steps={steps}",
         "trainer.val_before_train=false",
         "trainer.test_freq=-1",
@@ -49,13 +49,13 @@ def run(name: str, extra: list[str], steps: int, out: Path) -> list[dict[str, fl
         f"trainer.default_local_dir={run_dir / 'checkpoints'}",
         *extra,
     ]
-    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(log)}
+    env = dict(os.environ)
     print(f"[{name}] fspo-verl train {' '.join(args)}", flush=True)
     proc = subprocess.run([sys.executable, "-m", "fspo_verl.cli", "train", *args], cwd=run_dir, env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"[{name}] training failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
-    steps_data = read_run(log)
+    steps_data = read_run(latest_metrics(run_dir / "run"))
     return [steps_data[s] for s in sorted(steps_data) if "timing_s/step" in steps_data[s]]
 
 

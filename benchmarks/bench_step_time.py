@@ -43,6 +43,7 @@ import torch
 from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
 from fspo_verl.cpu.hf_server import TIMING_DIR_ENV
 from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.run_dir import latest_metrics
 
 #: the issue's targets (issue 9): median demo step <= 3 s, generation <= 2x the floor
 TARGET_STEP_S = 3.0
@@ -62,9 +63,10 @@ def console_lines_per_step(console: str) -> float:
 def train(overrides: list[str], steps: int, out: Path) -> tuple[list[dict[str, float]], Path, float, str]:
     """One ``fspo-verl train`` run; returns (per-step metrics, server timing dir, wall seconds, console text)."""
     out.mkdir(parents=True, exist_ok=True)
-    log, timing_dir = out / "metrics.jsonl", out / "server_batches"
+    run_dir, timing_dir = out / "run", out / "server_batches"
     args = [
         *overrides,
+        f"hydra.run.dir={run_dir}",  # fspo-verl train points verl's file logger at <run dir>/metrics_<n>.jsonl
         f"trainer.total_training_steps={steps}",
         "trainer.val_before_train=false",
         "trainer.test_freq=-1",
@@ -72,7 +74,7 @@ def train(overrides: list[str], steps: int, out: Path) -> tuple[list[dict[str, f
         "trainer.logger=[console,file]",
         f"trainer.default_local_dir={out / 'checkpoints'}",
     ]
-    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(log), TIMING_DIR_ENV: str(timing_dir)}
+    env = {**os.environ, TIMING_DIR_ENV: str(timing_dir)}
     print(f"fspo-verl train {' '.join(args)}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "fspo_verl.cli", "train", *args], cwd=out, env=env,
@@ -82,7 +84,7 @@ def train(overrides: list[str], steps: int, out: Path) -> tuple[list[dict[str, f
     (out / "console.log").write_text(console)
     if proc.returncode != 0:
         sys.exit(f"training failed (exit {proc.returncode}); console in {out / 'console.log'}:\n{console[-4000:]}")
-    data = read_run(log)
+    data = read_run(latest_metrics(run_dir))
     records = [data[s] for s in sorted(data) if "timing_s/step" in data[s]]
     return records, timing_dir, wall, console
 
