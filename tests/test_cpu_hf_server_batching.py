@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 
-import torch
+from _hf_server import bare_server
 
 import fspo_verl.cpu.hf_server as hf_server
 from fspo_verl.cpu.hf_generation import SamplingSpec
 from fspo_verl.cpu.hf_server import HFRolloutServer
-from fspo_verl.demo.model import build_model, build_tokenizer
 
 
 def _server() -> HFRolloutServer:
@@ -65,14 +63,7 @@ def test_a_full_batch_does_not_wait_for_the_window(monkeypatch) -> None:
 
 
 def test_batch_recorder_writes_one_line_per_batch(tmp_path, monkeypatch) -> None:
-    tokenizer = build_tokenizer()
-    server = object.__new__(HFRolloutServer)
-    server.model = build_model(tokenizer, seed=0).eval()
-    server.eos_token_ids = {tokenizer.eos_token_id}
-    server.pad_token_id = tokenizer.pad_token_id
-    server._generator = torch.Generator().manual_seed(0)
-    server._model_lock = threading.Lock()
-    server.replica_rank, server.global_steps = 1, 7
+    server = bare_server(replica_rank=1, global_steps=7)
     items = [([3, 4, 5], 4, SamplingSpec(), None), ([6, 7], 2, SamplingSpec(), None)]
 
     monkeypatch.delenv(hf_server.TIMING_DIR_ENV, raising=False)

@@ -55,6 +55,9 @@ MAX_BATCH_SIZE = 256
 #: decodes several times fewer, fuller batches. 50 ms is below 2% of a 3-s step.
 BATCH_WINDOW_S = 0.05
 
+#: queued after the requests of one ``generate_many`` call: the batch being collected is complete
+_FLUSH = object()
+
 
 def tensor_digest(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's float32 bytes: equal digests mean bit-equal values (any source dtype <= fp32)."""
@@ -128,16 +131,42 @@ class HFRolloutServer:
         video_data: Optional[list[Any]] = None,
         **kwargs: Any,
     ):
-        from verl.workers.rollout.replica import TokenOutput
-
         if image_data or video_data:
             raise NotImplementedError("the hf rollout backend is text-only; use rollout.name=vllm for multimodal")
         await self._admission_open.wait()
-        prompt_ids = [int(t) for t in prompt_ids]
         params = dict(sampling_params)
+        future = self._enqueue(prompt_ids, params)
+        return self._token_output(await future, params)
+
+    async def generate_many(self, requests: list[dict[str, Any]]) -> list[Any]:
+        """Several requests in one Ray call, decoded in the same batch; returns their ``TokenOutput`` in order.
+
+        Each request is a dict of :meth:`generate`'s keywords (``prompt_ids``, ``sampling_params``,
+        ``request_id``). The batching loop starts decoding as soon as all of them are queued instead of waiting
+        out ``BATCH_WINDOW_S``. :class:`fspo_verl.cpu.agent_loop.CoalescingLLMServerClient` sends an agent-loop
+        worker's concurrent requests this way: one Ray call per server instead of one per response.
+        """
+        for request in requests:
+            if request.get("image_data") or request.get("video_data"):
+                raise NotImplementedError("the hf rollout backend is text-only; use rollout.name=vllm for multimodal")
+        await self._admission_open.wait()
+        params = [dict(r["sampling_params"]) for r in requests]
+        futures = [self._enqueue(r["prompt_ids"], p) for r, p in zip(requests, params)]
+        self._ensure_batcher().put_nowait(_FLUSH)
+        results = await asyncio.gather(*futures)
+        return [self._token_output(result, p) for result, p in zip(results, params)]
+
+    def _enqueue(self, prompt_ids: list[int], params: dict[str, Any]) -> asyncio.Future:
+        prompt_ids = [int(t) for t in prompt_ids]
         future = asyncio.get_running_loop().create_future()
-        await self._ensure_batcher().put((prompt_ids, self._max_tokens(len(prompt_ids), params), SamplingSpec.from_params(params), future))
-        token_ids, log_probs = await future
+        item = (prompt_ids, self._max_tokens(len(prompt_ids), params), SamplingSpec.from_params(params), future)
+        self._ensure_batcher().put_nowait(item)  # an unbounded queue: put_nowait never blocks
+        return future
+
+    def _token_output(self, result: tuple[list[int], list[float]], params: dict[str, Any]):
+        from verl.workers.rollout.replica import TokenOutput
+
+        token_ids, log_probs = result
         return TokenOutput(
             token_ids=token_ids,
             log_probs=log_probs if params.get("logprobs") else None,
@@ -173,23 +202,32 @@ class HFRolloutServer:
 
     async def _collect_batch(self) -> list:
         """The next batch: the first queued request, then whatever arrives within ``BATCH_WINDOW_S`` (at most
-        ``MAX_BATCH_SIZE``). Cancelling ``Queue.get`` on the deadline loses no item (asyncio removes an item
+        ``MAX_BATCH_SIZE``), or up to a flush mark (:meth:`generate_many`). Cancelling ``Queue.get`` on the deadline loses no item (asyncio removes an item
         only when ``get`` returns)."""
         assert self._queue is not None
-        pending = [await self._queue.get()]
+        first = await self._queue.get()
+        while first is _FLUSH:  # a flush mark left behind by a batch that had already filled up
+            first = await self._queue.get()
+        pending = [first]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BATCH_WINDOW_S
         while len(pending) < MAX_BATCH_SIZE:
             if not self._queue.empty():
-                pending.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                if item is _FLUSH:  # generate_many queued all its requests: decode now
+                    break
+                pending.append(item)
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                pending.append(await asyncio.wait_for(self._queue.get(), remaining))
+                item = await asyncio.wait_for(self._queue.get(), remaining)
             except asyncio.TimeoutError:
                 break
+            if item is _FLUSH:
+                break
+            pending.append(item)
         return pending
 
     def _run_batch(self, spec: SamplingSpec, items: list) -> list[tuple[list[int], list[float]]]:
