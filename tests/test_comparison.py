@@ -144,3 +144,27 @@ def test_recipe_composes_every_run_with_the_same_seed_steps_and_bins(tmp_path):
         resolved = (tmp_path / "runs" / method / "seed7" / "validate.txt").read_text()
         assert f"loss_mode: {loss}" in resolved and "length_bins:\n      - 2\n      - 3\n" in resolved
         assert "total_training_steps: 3" in resolved and "  seed: 7\n" in resolved
+
+
+def test_a_sweep_is_read_from_its_jobs_json_grouped_by_algorithm(runs, tmp_path, capsys):
+    """``--sweep``: the jobs.json of ``fspo-verl train -m`` (as the checked sweeper writes it) gives the same
+    comparison as naming the runs; a failed job is an error that names it."""
+    jobs = [
+        {"job": 0, "overrides": ["algorithm=fspo", "data.seed=1"], "status": "ok", "metrics": runs["fspo"][0]},
+        {"job": 1, "overrides": ["algorithm=fspo", "data.seed=2"], "status": "ok", "metrics": runs["fspo"][1]},
+        {"job": 2, "overrides": ["algorithm=gspo", "data.seed=1"], "status": "ok", "metrics": runs["gspo"][0]},
+    ]
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "jobs.json").write_text(json.dumps(jobs))
+    assert comparison.runs_from_sweep(sweep) == runs
+    assert comparison.main(["--sweep", str(sweep), "--out", str(tmp_path / "cmp")]) == 0
+    assert "| gspo |" in capsys.readouterr().out
+
+    jobs.append({"job": 3, "overrides": ["algorithm=gspo", "data.seed=2"], "status": "failed", "error": "RayTaskError: boom"})
+    (sweep / "jobs.json").write_text(json.dumps(jobs))
+    with pytest.raises(ValueError, match=r"job 3 \(algorithm=gspo data.seed=2\) is failed: RayTaskError: boom"):
+        comparison.runs_from_sweep(sweep)
+    assert comparison.main(["--sweep", str(sweep), "--out", str(tmp_path / "cmp")]) == 2
+    with pytest.raises(FileNotFoundError, match="jobs.json"):
+        comparison.runs_from_sweep(tmp_path)

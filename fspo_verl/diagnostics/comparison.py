@@ -26,6 +26,11 @@ for sparse bins: the real-run counterpart of ``benchmarks/figures/fairness.png``
 seeds of ``critic/score/mean`` per step, seeds as thin lines), ``comparison.json`` and ``comparison.md``.
 
     python -m fspo_verl.diagnostics.comparison --run fspo=a.jsonl,b.jsonl --run gspo=c.jsonl,d.jsonl --out DIR
+    python -m fspo_verl.diagnostics.comparison --sweep SWEEP_DIR --out DIR     # a fspo-verl train -m sweep
+
+``--sweep`` reads the ``jobs.json`` that ``fspo-verl train -m`` writes in its sweep directory and groups the
+jobs by the value of their ``algorithm=`` override (``--by`` names another key); every job must have
+completed (a failed or missing job is an error that names it, not a silently smaller comparison).
 """
 
 from __future__ import annotations
@@ -285,6 +290,30 @@ def write_outputs(runs: dict[str, list[str | Path]], out_dir: str | Path, min_se
     }
 
 
+def runs_from_sweep(sweep_dir: str | Path, by: str = "algorithm") -> dict[str, list[str]]:
+    """method -> metrics JSONLs of a ``fspo-verl train -m`` sweep, from its ``jobs.json``, grouped by the
+    value of each job's ``<by>=`` override, in job order."""
+    jobs_file = Path(sweep_dir) / "jobs.json"
+    if not jobs_file.is_file():
+        raise FileNotFoundError(f"{jobs_file}: no such file; pass the sweep directory of a finished "
+                                "`fspo-verl train -m ...` (it writes jobs.json there)")
+    runs: dict[str, list[str]] = {}
+    problems = []
+    for job in json.loads(jobs_file.read_text()):
+        values = [o.split("=", 1)[1] for o in job["overrides"] if o.lstrip("+~").split("=", 1)[0] == by and "=" in o]
+        if len(values) != 1:
+            problems.append(f"job {job['job']} has no single {by}= override ({' '.join(job['overrides'])})")
+            continue
+        if job.get("status") != "ok":
+            problems.append(f"job {job['job']} ({' '.join(job['overrides'])}) is {job.get('status')}: "
+                            f"{job.get('error', 'no error recorded')}")
+            continue
+        runs.setdefault(values[0], []).append(job["metrics"])
+    if problems:
+        raise ValueError(f"{jobs_file}: " + "; ".join(problems))
+    return runs
+
+
 def _parse_run(text: str) -> tuple[str, list[str]]:
     method, sep, paths = text.partition("=")
     if not sep or not method or not paths:
@@ -294,14 +323,17 @@ def _parse_run(text: str) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fspo_verl.diagnostics.comparison", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", type=_parse_run, required=True, metavar="METHOD=RUN.jsonl[,...]",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", action="append", type=_parse_run, metavar="METHOD=RUN.jsonl[,...]",
                         help="one method's runs (one JSONL per seed); repeat for every method")  # fmt: skip
+    source.add_argument("--sweep", metavar="SWEEP_DIR", help="the sweep directory of `fspo-verl train -m` (its jobs.json)")
+    parser.add_argument("--by", default="algorithm", help="with --sweep: the override whose value names the method")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--min-seqs", type=float, default=MIN_SEQS, help=f"sparse-bin threshold (default {MIN_SEQS})")
     parser.add_argument("--first-step", type=int, default=1, help="pool steps >= this (default 1)")
     args = parser.parse_args(argv)
-    runs = dict(args.run)
     try:
+        runs = runs_from_sweep(args.sweep, args.by) if args.sweep else dict(args.run)
         written = write_outputs(runs, args.out, args.min_seqs, args.first_step)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
