@@ -24,7 +24,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The CPU demo: FSPO on the countdown task with a tiny local model and verl's real V1 trainer (30 steps;
-# 3 min 46 s on an otherwise idle 2-core machine with a warm asset cache, 7.5-12 min under shared load; see README).
+# 2 min 24 s on an otherwise idle 2-core machine with a warm asset cache, median step 2.6 s; see README).
 # Run it again to resume from its last checkpoint. DEMO_ARGS takes any override, e.g. algorithm=sspo.
 DEMO_ARGS ?=
 demo: setup
