@@ -30,8 +30,10 @@ OUT=$(mkdir -p "${OUT:-outputs/compare_cpu}" && cd "${OUT:-outputs/compare_cpu}"
 COMMAND=${FSPO_VERL_COMMAND:-train}
 PYTHON=${PYTHON:-python}
 
-comma() { echo "$*" | tr -s ' ' ','; }
+comma() { echo "$*" | xargs | tr ' ' ','; }
 
+# Single quotes keep ${...} for Hydra/OmegaConf to resolve per job (not for the shell):
+# shellcheck disable=SC2016
 OVERRIDES=(
   ${DATA:+data="${DATA}"}
   trainer.total_training_steps="${STEPS}"
@@ -58,6 +60,7 @@ fi
 # before any starts; each runs in its own job directory $OUT/runs/<method>_seed<k>/ (metrics_0.jsonl, plots_0/,
 # tensorboard/, config_0.yaml); $OUT/runs/jobs.json lists them, and the comparison reads it.
 rm -rf "${OUT}/runs"
-fspo-verl train -m algorithm="$(comma ${METHODS})" data.seed="$(comma ${SEEDS})" "${OVERRIDES[@]}" \
+# shellcheck disable=SC2016  # hydra.sweep.subdir's ${...} are Hydra's, resolved per job
+fspo-verl train -m algorithm="$(comma "${METHODS}")" data.seed="$(comma "${SEEDS}")" "${OVERRIDES[@]}" \
   hydra.sweep.dir="${OUT}/runs" 'hydra.sweep.subdir=${hydra:runtime.choices.algorithm}_seed${data.seed}' "$@"
 "${PYTHON}" -m fspo_verl.diagnostics.comparison --sweep "${OUT}/runs" --out "${OUT}" --min-seqs "${MIN_SEQS:-400}"
