@@ -159,7 +159,10 @@ def test_a_lost_node_fails_the_job_quickly_and_the_same_command_resumes(ray_clus
     """SIGKILL the worker node's raylet after the first checkpoint: the job fails within 120 s with a message
     naming the lost node; the same command, resubmitted to the repaired cluster, resumes from the last
     checkpoint and trains only the remaining steps."""
-    steps = 4
+    # Enough steps that the kill lands mid-run: a lean step takes ~0.7 s with the batched agent loop, and the
+    # job's status is polled every 2 s, so with 4 steps the job had finished training before the kill (seen
+    # in CI: checkpoints 1-4 within 2 s, then `done < steps` failed).
+    steps = 30
     proc = submit(ray_cluster, tmp_path, steps=steps, metrics=tmp_path / "metrics_0.jsonl", submission_id="fspo-lost")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     status, _ = wait_for_end(ray_cluster, "fspo-lost", JOB_TIMEOUT_S, until=lambda: checkpointed_step(tmp_path) >= 1)
