@@ -10,7 +10,7 @@ request at a time, decoded each step's requests in 8-12 batches, each as long as
 they were busy 3.3x the time one batch per server takes (``benchmarks/bench_step_time.py``).
 
 :class:`BatchedAgentLoopManager` (``actor_rollout_ref.rollout.agent.agent_loop_manager_class``, set by
-``cluster=cpu``) keeps verl's worker and its per-response logic, and changes how three things are reached:
+``cluster=cpu``) keeps verl's worker and its per-response logic, and changes how four things are reached:
 
 - **generation** (``rollout.name=hf`` only): :class:`CoalescingLLMServerClient` gathers the concurrent
   requests of one worker until none has arrived for ``window_s``, splits them over the servers the load

@@ -202,8 +202,8 @@ class HFRolloutServer:
 
     async def _collect_batch(self) -> list:
         """The next batch: the first queued request, then whatever arrives within ``BATCH_WINDOW_S`` (at most
-        ``MAX_BATCH_SIZE``), or up to a flush mark (:meth:`generate_many`). Cancelling ``Queue.get`` on the deadline loses no item (asyncio removes an item
-        only when ``get`` returns)."""
+        ``MAX_BATCH_SIZE``), or up to a flush mark (:meth:`generate_many`). Cancelling ``Queue.get`` on the
+        deadline loses no item (asyncio removes an item only when ``get`` returns)."""
         assert self._queue is not None
         first = await self._queue.get()
         while first is _FLUSH:  # a flush mark left behind by a batch that had already filled up
