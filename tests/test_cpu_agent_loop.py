@@ -211,7 +211,7 @@ def test_in_process_reward_equals_verls_reward_worker_and_leaves_extra_info_alon
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(tmp_path)
     config = _reward_config(str(tmp_path))
-    cases = [(" c b a", "c b a", 1.0), (" c a a", "c b a", 2 / 3), (" c b", "c b a", 2 / 3)]
+    cases = [(" c b a", "c b a", 1.0), (" c a a", "c b a", 1 / 3), (" c b", "c b a", 2 / 3)]
 
     async def both():
         # built inside the running loop, as in a Ray async actor: verl's reward manager keeps the loop it sees

@@ -8,6 +8,8 @@ import os
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fspo_verl.demo import countdown, ensure_assets
 from fspo_verl.demo.overrides import task_policy_loss
@@ -63,15 +65,37 @@ def test_reward(response, score):
         (" 2  1 0 ", "2 1 0", 1.0),  # whitespace is not a word
         ("2 1", "2 1 0", 2 / 3),  # stopped one word early
         ("2 1 0 0", "2 1 0", 3 / 4),  # one word too many
-        ("2 0", "2 1 0", 1 / 3),  # skipped 1: the 0 sits in 1's position
-        ("1 0", "2 1 0", 0.0),  # every word one position off
+        ("2 0", "2 1 0", 1 / 3),  # skipped 1: only the 2 before the slip counts
+        ("1 0", "2 1 0", 0.0),  # wrong from the first word
         ("9 8 7 6 5 4 3 2 1 0", "2 1 0", 0.0),
         ("", "2 1 0", 0.0),
-        ("4 3 9 1 0", "4 3 2 1 0", 4 / 5),
+        ("4 3 9 1 0", "4 3 2 1 0", 2 / 5),  # "1 0" after the slip match their positions but do not count
+        ("4 3 3 1 0", "4 3 2 1 0", 2 / 5),  # a repeat that realigns earns nothing either
+        ("4 3 2 1 0 0 0", "4 3 2 1 0", 5 / 7),  # all five right, two words too many
     ],
 )
 def test_countdown_reward(response, answer, score):
     assert compute_score(COUNTDOWN_SOURCE, response, answer) == pytest.approx(score)
+
+
+_words = st.lists(st.sampled_from(countdown.WORDS[:12]), max_size=12)
+
+
+@given(answer=st.integers(1, 12), response=_words, data=st.data())
+def test_countdown_reward_ignores_what_follows_the_first_mistake(answer, response, data):
+    """Properties of the prefix score: exactly the answer scores 1, any response at most 1; words after the first
+    mistake can be changed at will without changing the score, once the length is the same."""
+    truth = countdown.answer_for(answer)
+    assert compute_score(COUNTDOWN_SOURCE, truth, truth) == 1.0
+    score = compute_score(COUNTDOWN_SOURCE, " ".join(response), truth)
+    assert 0.0 <= score <= 1.0
+    assert (score == 1.0) == (response == truth.split())
+    first_mistake = next((i for i, (r, a) in enumerate(zip(response, truth.split())) if r != a), None)
+    if first_mistake is not None:
+        changed = response[: first_mistake + 1] + data.draw(
+            st.lists(st.sampled_from(countdown.WORDS[:12]), min_size=len(response) - first_mistake - 1,
+                     max_size=len(response) - first_mistake - 1))
+        assert compute_score(COUNTDOWN_SOURCE, " ".join(changed), truth) == score
 
 
 def test_reward_rejects_other_data_sources():
@@ -103,7 +127,8 @@ def test_countdown_parquet_answers_and_lengths(assets):
 
 
 def test_warm_start_leaves_room_for_rl(assets):
-    """RL starts from a mean reward neither ~0 nor ~1, with answers of every length bin (temperature 1)."""
+    """RL starts from a mean reward neither ~0 nor ~1, with answers of every length bin (temperature 1), from
+    a model whose greedy answers are right (it knows the rule; RL has to sharpen it)."""
     import random
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,9 +138,13 @@ def test_warm_start_leaves_room_for_rl(assets):
     model = AutoModelForCausalLM.from_pretrained(assets["model_path"])
     tokenizer = AutoTokenizer.from_pretrained(assets["model_path"])
     rng = random.Random(5)
-    reward, lengths = sampled_reward(model, tokenizer, [countdown.draw_count(rng) for _ in range(64)])
+    counts = [countdown.draw_count(rng) for _ in range(64)]
+    reward, lengths = sampled_reward(model, tokenizer, counts)
     assert 0.2 < reward < 0.8, reward
     assert int((_bin_counts(lengths) > 0).sum()) >= 4, lengths
+    greedy, greedy_lengths = sampled_reward(model, tokenizer, counts, temperature=0.0)
+    assert greedy > 0.95, greedy
+    assert greedy_lengths == [n + 1 for n in counts]  # N words and the EOS
 
 
 def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):

@@ -95,8 +95,15 @@ def test_the_demo_task_sets_fspo_length_scale_and_the_rollout_follows_data_lengt
 
 @pytest.mark.parametrize("algorithm", ["fspo", "sspo", "opo", "gspo", "gmpo", "sapo", "cispo", "grpo"])
 def test_group_based_presets_sample_a_group_per_prompt(algorithm):
-    """Group-relative advantages (GRPO's, OPO's baseline) are degenerate with one response per prompt."""
-    assert compose([f"algorithm={algorithm}"]).actor_rollout_ref.rollout.n == 8
+    """Group-relative advantages (GRPO's, OPO's baseline) are degenerate with one response per prompt.
+
+    The group is 8 (our default) on a data preset without ``fspo_verl.task.group_size`` and the data preset's
+    16 on the CPU demo's countdown; OPO keeps its paper's K=8 everywhere."""
+    assert compose([f"algorithm={algorithm}", *GPU_CONTEXT]).actor_rollout_ref.rollout.n == 8
+    assert compose([f"algorithm={algorithm}", "data=synthetic_cpu"]).actor_rollout_ref.rollout.n == 8
+    demo = compose([f"algorithm={algorithm}"])  # data=countdown_cpu
+    assert demo.actor_rollout_ref.rollout.n == (8 if algorithm == "opo" else 16)
+    assert demo.data.train_batch_size == 16
 
 
 def test_opo_with_a_smaller_mini_batch_is_rejected():
@@ -169,7 +176,8 @@ def test_micro_batch_that_does_not_divide_the_per_gpu_mini_batch_is_rejected():
     """Measured: verl's validate_config passes this CPU-demo PODS geometry, and then every worker fails with
     "data size must be divisible by force_group_size * micro_batch_size_per_gpu" (64 prompts x keep 2,
     mini-batch 4 x n 8 = 32 samples over 2 ranks = 16 per rank, micro-batch 32)."""
-    pods = ["downsampling=pods", "trainer.v1.sampler.sampler_kwargs.keep=2", f"{ACTOR}.ppo_mini_batch_size=4"]
+    pods = ["downsampling=pods", "trainer.v1.sampler.sampler_kwargs.keep=2", f"{ACTOR}.ppo_mini_batch_size=4",
+            "actor_rollout_ref.rollout.n=8"]  # the demo's group is 16; 8 makes the per-rank mini-batch 16
     errors = _errors(pods)
     assert any(
         f"{ACTOR}.ppo_micro_batch_size_per_gpu=32 does not divide the per-GPU mini-batch" in e

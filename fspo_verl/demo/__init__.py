@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 #: bump when the model or the task changes, so that caches rebuild
-ASSETS_VERSION = "v3"
+ASSETS_VERSION = "v4"
 REWARD_FUNCTION_PATH = "pkg://fspo_verl.demo.reward"
 RESOLVER = "fspo_demo_asset"
 

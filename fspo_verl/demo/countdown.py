@@ -12,8 +12,8 @@ so the length bins 1-8, 8-16, ..., 64-128 and 128+ are all populated in every st
 The rule is local (the next word is the previous one minus 1; EOS after 0), so a tiny model learns it from
 a short supervised pass (:mod:`fspo_verl.demo.warm_start`), yet sampling at temperature 1 slips often
 enough over 100+ tokens that RL has room to improve. The reward is
-:func:`fspo_verl.demo.reward.score_countdown` (fraction of correct positions over the longer of response
-and answer).
+:func:`fspo_verl.demo.reward.score_countdown` (the correct words before the first mistake, over the longer
+of response and answer).
 
 Rows follow verl's RL dataset schema: ``data_source``, ``prompt`` (chat messages), ``ability``,
 ``reward_model = {"style": "rule", "ground_truth": ...}``, ``extra_info = {"split", "index", "answer_length"}``.

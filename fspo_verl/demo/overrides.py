@@ -64,9 +64,16 @@ def group_overrides(groups: tuple[tuple[str, str | None], ...] = DEMO_GROUPS) ->
 
 
 def task_policy_loss(data: str) -> dict[str, Any]:
-    """The FSPO/SSPO settings data preset ``data`` sets (``fspo_verl.task`` of its data_extras file, which
-    algorithm=fspo/sspo read); ``{}`` if none."""
-    return dict((_group_file(f"data_extras/{data}").get("fspo_verl") or {}).get("task") or {})
+    """The policy-loss settings data preset ``data`` sets (the ``FSPOPolicyLossConfig`` keys of
+    ``fspo_verl.task`` in its data_extras file, which the algorithm presets read: ``length_bins``, and the band
+    for fspo/sspo); ``{}`` if none. ``fspo_verl.task.group_size`` (the presets' rollout.n) is not one."""
+    import dataclasses
+
+    from fspo_verl.config import FSPOPolicyLossConfig
+
+    fields = {f.name for f in dataclasses.fields(FSPOPolicyLossConfig)}
+    task = (_group_file(f"data_extras/{data}").get("fspo_verl") or {}).get("task") or {}
+    return {key: value for key, value in task.items() if key in fields}
 
 
 def demo_overrides(
