@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The CPU demo: FSPO on the countdown task with a tiny local model and verl's real V1 trainer (30 steps;
-# 2 min 24 s on an otherwise idle 2-core machine with a warm asset cache, median step 2.6 s; see README).
+# The CPU demo: FSPO on the countdown task with a tiny local model and verl's real V1 trainer (40 steps;
+# about 3 min on an otherwise idle 2-core machine with a warm asset cache, median step ~3 s; see README).
 # Run it again to resume from its last checkpoint. DEMO_ARGS takes any override, e.g. algorithm=sspo.
 DEMO_ARGS ?=
 demo: setup
