@@ -42,9 +42,10 @@ def score_countdown(solution_str: str, ground_truth: str) -> float:
     in [0, 1], 1 only for exactly the answer. The max() is the length term: stopping k words early loses
     k/|a|, running k words long costs the share k/(|a|+k), so short and long answers both carry a graded
     signal. Nothing after the first mistake counts. A position-by-position score (our earlier choice) credits
-    words after a slip when they realign with the answer, so it paid a model that, having skipped a number,
-    repeats one to get back in step, and RL learned to stutter (greedy answers fell from 0.98 to ~0.7 right in
-    a 30-step run); under the prefix score a slip's continuation has no effect on the reward.
+    words after a slip when they line up with the answer again, so it pays a stutter that realigns (a number
+    repeated after a skipped one); under the prefix score a slip's continuation has no effect on the reward,
+    and the only way to 1 is the rule. Measured, the difference is small: in a PyTorch replay of the demo
+    step with the earlier warm start, 30 steps gained +0.11..+0.17 (prefix) vs +0.09..+0.15 (positions).
     """
     response, answer = solution_str.split(), ground_truth.split()
     longest = max(len(response), len(answer))
