@@ -102,8 +102,25 @@ def test_group_based_presets_sample_a_group_per_prompt(algorithm):
     assert compose([f"algorithm={algorithm}", *GPU_CONTEXT]).actor_rollout_ref.rollout.n == 8
     assert compose([f"algorithm={algorithm}", "data=synthetic_cpu"]).actor_rollout_ref.rollout.n == 8
     demo = compose([f"algorithm={algorithm}"])  # data=countdown_cpu
+    assert demo.fspo_verl.task.group_size == 16
     assert demo.actor_rollout_ref.rollout.n == (8 if algorithm == "opo" else 16)
     assert demo.data.train_batch_size == 16
+
+
+@pytest.mark.parametrize("data", ["countdown_cpu", "synthetic_cpu"])
+def test_demo_overrides_for_verls_entry_point_never_name_fspo_verls_section(data):
+    """``fspo_verl.demo.overrides`` turns the CPU presets into plain overrides of ``verl.trainer.main_ppo``,
+    whose config has no ``fspo_verl`` section (the function drops it): an interpolation into it would fail in
+    verl's TaskRunner (seen: ``rollout.n: ${fspo_verl.task.group_size}``, InterpolationKeyError)."""
+    from fspo_verl.demo.overrides import demo_overrides
+
+    assets = {key: "/x" for key in ("model_path", "train_files", "val_files", "countdown_train_files", "countdown_val_files")}
+    effective = {}  # key -> value of its last override (Hydra applies them in order)
+    for override in demo_overrides(assets, "/run", steps=2, data=data):
+        key, value = override.lstrip("+").split("=", 1)
+        effective[key] = value
+    assert "actor_rollout_ref.rollout.n" in effective
+    assert not {k: v for k, v in effective.items() if "${fspo_verl." in v}, effective
 
 
 def test_opo_with_a_smaller_mini_batch_is_rejected():
