@@ -4,6 +4,7 @@ warm start, and the tokenizer contracts verl's agent loop imposes on a ``qwen2``
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 
 import pandas as pd
 import pytest
@@ -32,13 +33,17 @@ def assets(tmp_path_factory):
 
 
 def test_assets_are_built_once_and_cached(assets, tmp_path_factory):
-    assert set(assets) == {"model_path", "train_files", "val_files", "countdown_train_files", "countdown_val_files"}
-    stamps = {k: os.stat(v).st_mtime_ns for k, v in assets.items() if k != "model_path"}
-    model_stamp = os.stat(os.path.join(assets["model_path"], "config.json")).st_mtime_ns
+    models = {"model_path", "next_digit_model_path"}
+    assert set(assets) == models | {"train_files", "val_files", "countdown_train_files", "countdown_val_files"}
+    assert assets["model_path"] != assets["next_digit_model_path"]  # one model per task
+
+    def stamps(paths: dict[str, str]) -> dict[str, int]:
+        return {k: os.stat(os.path.join(v, "config.json") if k in models else v).st_mtime_ns for k, v in paths.items()}
+
+    before = stamps(assets)
     again = ensure_assets(os.path.dirname(os.path.dirname(assets["model_path"])))
     assert again == assets
-    assert {k: os.stat(v).st_mtime_ns for k, v in again.items() if k != "model_path"} == stamps
-    assert os.stat(os.path.join(again["model_path"], "config.json")).st_mtime_ns == model_stamp
+    assert stamps(again) == before
 
 
 def test_parquet_has_verl_schema_and_consistent_answers(assets):
@@ -145,6 +150,62 @@ def test_warm_start_leaves_room_for_rl(assets):
     greedy, greedy_lengths = sampled_reward(model, tokenizer, counts, temperature=0.0)
     assert greedy > 0.95, greedy
     assert greedy_lengths == [n + 1 for n in counts]  # N words and the EOS
+
+
+def _next_digit_reward(model_dir: str, temperature: float) -> float:
+    """Mean next_digit reward of ``model_dir`` over 512 prompts of the task, one sample each (4 tokens at most,
+    as data=synthetic_cpu), prompts tokenised as verl's agent loop does (the reloaded Qwen2Tokenizer)."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
+    from fspo_verl.demo.reward import score_response
+    from fspo_verl.demo.task import make_example
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rng = random.Random(99)
+    examples = [make_example(rng) for _ in range(512)]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p, _ in examples
+    ]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
+    out = generate_batch(
+        model, ids, [4] * len(ids), SamplingSpec(temperature=temperature), {tokenizer.eos_token_id},
+        tokenizer.pad_token_id, torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    texts = [tokenizer.decode(tokens, skip_special_tokens=True) for tokens, _ in out]
+    return sum(score_response(text, answer) for text, (_, answer) in zip(texts, examples)) / len(examples)
+
+
+def test_next_digit_has_its_own_warm_model_with_room_for_rl(assets):
+    """data=synthetic_cpu's model samples a mean reward near 0.35 (a group of 8 almost always has a spread, which
+    GRPO and PODS need) and answers right greedily; the countdown model, which has never seen a digit, scores
+    ~0 there (the negative control: the reason next_digit has a model of its own)."""
+    sampled = _next_digit_reward(assets["next_digit_model_path"], temperature=1.0)
+    assert 0.25 < sampled < 0.5, sampled
+    assert _next_digit_reward(assets["next_digit_model_path"], temperature=0.0) == 1.0
+    assert _next_digit_reward(assets["model_path"], temperature=1.0) < 0.05
+
+
+@pytest.mark.parametrize("data, train_key", [("synthetic_cpu", "train_files"), ("countdown_cpu", "countdown_train_files")])
+def test_every_prompt_fits_the_presets_prompt_length(assets, data, train_key):
+    """verl's agent loop left-truncates a prompt longer than rollout.prompt_length (= data.max_prompt_length),
+    silently changing the task and writing one warning per sample. Tokenised as the agent loop does."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    limit = yaml.safe_load((files("fspo_verl") / "configs" / "data" / f"{data}.yaml").read_text())["max_prompt_length"]
+    tokenizer = AutoTokenizer.from_pretrained(assets["model_path"])
+    lengths = []
+    for split in ("train", "val"):
+        for messages in pd.read_parquet(assets[train_key.replace("train", split)])["prompt"]:
+            ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            lengths.append(len(tokenizer(ids, add_special_tokens=False)["input_ids"]))
+    assert max(lengths) <= limit, (data, max(lengths), limit)
+    assert len(lengths) > 64 and min(lengths) >= 1  # the prompts were read
 
 
 def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):

@@ -114,13 +114,29 @@ def test_demo_overrides_for_verls_entry_point_never_name_fspo_verls_section(data
     verl's TaskRunner (seen: ``rollout.n: ${fspo_verl.task.group_size}``, InterpolationKeyError)."""
     from fspo_verl.demo.overrides import demo_overrides
 
-    assets = {key: "/x" for key in ("model_path", "train_files", "val_files", "countdown_train_files", "countdown_val_files")}
+    keys = ("model_path", "next_digit_model_path", "train_files", "val_files", "countdown_train_files", "countdown_val_files")
+    assets = {key: f"/{key}" for key in keys}
     effective = {}  # key -> value of its last override (Hydra applies them in order)
     for override in demo_overrides(assets, "/run", steps=2, data=data):
         key, value = override.lstrip("+").split("=", 1)
         effective[key] = value
     assert "actor_rollout_ref.rollout.n" in effective
     assert not {k: v for k, v in effective.items() if "${fspo_verl." in v}, effective
+    model = {"countdown_cpu": "/model_path", "synthetic_cpu": "/next_digit_model_path"}[data]  # the task's warm model
+    assert effective["actor_rollout_ref.model.path"] == effective["critic.model.path"] == model
+
+
+def test_the_tiny_model_is_the_one_warm_started_on_the_data_presets_task():
+    """model=tiny_cpu loads the demo model that ``fspo_verl.task.model_asset`` of the data preset names: the
+    countdown model by default, next_digit's on data=synthetic_cpu; a path the user gives wins."""
+    from fspo_verl.demo import ensure_assets
+
+    assets = ensure_assets()  # the default cache, which the composed paths resolve into
+    for data, key in (("countdown_cpu", "model_path"), ("synthetic_cpu", "next_digit_model_path")):
+        config = compose([f"data={data}"])
+        assert config.actor_rollout_ref.model.path == config.critic.model.path == assets[key], data
+    mine = compose(["data=synthetic_cpu", "actor_rollout_ref.model.path=/my/model"])
+    assert mine.actor_rollout_ref.model.path == "/my/model"
 
 
 def test_opo_with_a_smaller_mini_batch_is_rejected():

@@ -1,10 +1,12 @@
-"""The CPU demo's assets, built locally and cached on disk: a tiny Qwen2-style model with its tokenizer,
-warm-started on ``countdown`` (:mod:`fspo_verl.demo.warm_start`), and the synthetic tasks as verl parquet,
-``countdown`` (the default, :mod:`fspo_verl.demo.countdown`) and ``next_digit`` (:mod:`fspo_verl.demo.task`),
-scored by :mod:`fspo_verl.demo.reward`.
+"""The CPU demo's assets, built locally and cached on disk: the synthetic tasks as verl parquet, ``countdown``
+(the default, :mod:`fspo_verl.demo.countdown`) and ``next_digit`` (:mod:`fspo_verl.demo.task`), scored by
+:mod:`fspo_verl.demo.reward`, and for each a tiny Qwen2-style model with its tokenizer, warm-started on that task
+(:mod:`fspo_verl.demo.warm_start`).
 
 ``ensure_assets(cache_dir)`` builds what is missing and returns ``{"model_path", "countdown_train_files",
-"countdown_val_files", "train_files", "val_files"}`` (the last two: next_digit). Building takes a file lock,
+"countdown_val_files", "next_digit_model_path", "train_files", "val_files"}`` (``model_path``: the countdown
+model; the last two: next_digit's files). ``model=tiny_cpu`` takes the model the data preset names in
+``fspo_verl.task.model_asset`` (default ``model_path``). Building takes a file lock,
 so processes that resolve the paths at once build them once. The config presets (``model=tiny_cpu``,
 ``data=countdown_cpu``, ``data=synthetic_cpu``) reach it through the OmegaConf resolver
 ``${fspo_demo_asset:<key>}`` (registered in every verl process by :func:`register_resolver`), so the
@@ -36,12 +38,14 @@ def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, str]:
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     base = root / f"cpu_demo_{ASSETS_VERSION}"
     base.mkdir(parents=True, exist_ok=True)
-    model_dir = base / "tiny_qwen2_countdown"
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (model_dir / "config.json").exists():
-            write_warm_model(model_dir)
-        assets = {"model_path": str(model_dir)}
+        assets = {}
+        for key, task_name in (("model_path", "countdown"), ("next_digit_model_path", "next_digit")):
+            model_dir = base / f"tiny_qwen2_{task_name}"
+            if not (model_dir / "config.json").exists():
+                write_warm_model(model_dir, task=task_name)
+            assets[key] = str(model_dir)
         for prefix, name, writer in (("countdown_", "countdown", countdown.write_task), ("", "next_digit", task.write_task)):
             data_dir = base / name
             paths = {"train_files": str(data_dir / "train.parquet"), "val_files": str(data_dir / "val.parquet")}

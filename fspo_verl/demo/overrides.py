@@ -10,10 +10,11 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-#: data preset -> the ``ensure_assets`` keys of its train and val files
+#: data preset -> the ``ensure_assets`` keys of its train and val files and of its model (the one
+#: ``fspo_verl.task.model_asset`` of its data_extras file names for model=tiny_cpu)
 DATA_ASSETS = {
-    "synthetic_cpu": ("train_files", "val_files"),
-    "countdown_cpu": ("countdown_train_files", "countdown_val_files"),
+    "synthetic_cpu": ("train_files", "val_files", "next_digit_model_path"),
+    "countdown_cpu": ("countdown_train_files", "countdown_val_files", "model_path"),
 }
 
 
@@ -81,12 +82,12 @@ def demo_overrides(
 ) -> list[str]:
     """Every override of a CPU demo run on data preset ``data``: groups, asset paths, run length, logging and
     checkpoints."""
-    train_key, val_key = DATA_ASSETS[data]
+    train_key, val_key, model_key = DATA_ASSETS[data]
     return [
         *group_overrides(demo_groups(data)),
-        f"actor_rollout_ref.model.path={assets['model_path']}",
+        f"actor_rollout_ref.model.path={assets[model_key]}",
         # verl instantiates the critic's model config in validate_config even without a critic
-        f"critic.model.path={assets['model_path']}",
+        f"critic.model.path={assets[model_key]}",
         f"data.train_files={assets[train_key]}",
         f"data.val_files={assets[val_key]}",
         f"trainer.total_training_steps={steps}",

@@ -178,5 +178,8 @@ def test_a_frozen_server_is_caught(tmp_path, cache_dir):
     extra = [*FSPO, "trainer.val_before_train=false"]
     result = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra, env_extra={FREEZE_ENV: "1"})
     assert_succeeded(result)
+    # the premise: step 1 has rewards to learn from, so its update moves the actor. With the countdown model
+    # on this task (mean reward ~0.005), a step often had none and the control failed by chance
+    assert 0.1 < result.metrics[1]["critic/score/mean"] < 0.9, result.metrics[1]["critic/score/mean"]
     assert result.metrics[1]["training/rollout_probs_diff_max"] < 1e-4  # same initial weights on both sides
     assert result.metrics[2]["training/rollout_probs_diff_max"] > 1e-3  # stale by one step
