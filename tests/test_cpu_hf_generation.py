@@ -49,6 +49,45 @@ def test_batched_greedy_equals_one_by_one(model_and_tokenizer):
         torch.testing.assert_close(torch.tensor(b_lp), torch.tensor(s_lp), atol=1e-5, rtol=0)
 
 
+def _teacher_forced_with_penalty(model, prompt, response, temperature, penalty):
+    """(R,) log-probs of ``response`` from one full forward pass, with vLLM's repetition penalty on the tokens
+    of the prompt and of the response so far (the reference the batched decoder must match)."""
+    ids = torch.tensor([prompt + response])  # (1, P+R)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()  # (R, V)
+    out = []
+    for t, token in enumerate(response):
+        z = logits[t]  # (V,)
+        seen = torch.zeros_like(z, dtype=torch.bool)  # (V,)
+        seen[torch.tensor(prompt + response[:t])] = True
+        z = torch.where(seen, torch.where(z > 0, z / penalty, z * penalty), z)  # (V,)
+        out.append(torch.log_softmax(z / temperature, dim=-1)[token])
+    return torch.stack(out)  # (R,)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_rows_that_finish_leave_the_batch_without_changing_the_others(model_and_tokenizer, penalty):
+    """Finished rows are dropped from the batch (and their KV cache) as they finish: rows of 0, 1, 3, 7 and 12
+    tokens (EOS disabled) each get exactly their length, and every token's log-prob equals a teacher-forced
+    pass over that row alone, before and after the rows next to it left."""
+    model, tok = model_and_tokenizer
+    prompts = [[3, 4, 5], [7, 8, 9, 10, 11], [5], [6, 6], [12, 3, 9, 4]]
+    lengths = [7, 1, 12, 0, 3]
+    spec = SamplingSpec(temperature=0.9, repetition_penalty=penalty)
+    out = generate_batch(model, prompts, lengths, spec, {-1}, tok.pad_token_id, torch.Generator().manual_seed(2))
+    assert [len(ids) for ids, _ in out] == lengths
+    assert [len(lp) for _, lp in out] == lengths
+    for prompt, (response, logps) in zip(prompts, out):
+        if response:
+            expected = _teacher_forced_with_penalty(model, prompt, response, 0.9, penalty)
+            torch.testing.assert_close(torch.tensor(logps), expected, atol=1e-5, rtol=0)
+    # greedy with unequal lengths: each row's tokens are those it decodes alone
+    greedy = generate_batch(model, prompts, lengths, SamplingSpec(temperature=0.0), {-1}, tok.pad_token_id)
+    for prompt, n, (ids, _) in zip(prompts, lengths, greedy):
+        alone = generate_batch(model, [prompt], [n], SamplingSpec(temperature=0.0), {-1}, tok.pad_token_id)[0][0]
+        assert ids == alone
+
+
 def test_eos_stops_and_is_kept_and_max_tokens_is_per_request(model_and_tokenizer):
     model, tok = model_and_tokenizer
     eos = tok.eos_token_id

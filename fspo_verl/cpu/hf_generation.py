@@ -83,6 +83,14 @@ def generate_batch(
 
     Prompts are left-padded into one batch (B, P) with an attention mask and explicit position ids, and
     decoded with the model's KV cache. Row b stops at an EOS token (kept) or after ``max_tokens[b]`` tokens.
+
+    Finished rows leave the batch: after each decode step that finishes a row, the active rows' KV cache,
+    mask and positions are selected (``Cache.batch_select_indices``), so a step costs what its A <= B
+    unfinished rows need, not what the longest response's batch did. Each row's computation depends only on
+    its own tokens (its mask hides the others), so dropping rows does not change the survivors' log-probs
+    beyond float rounding (tested against teacher forcing); the random draws of ``torch.multinomial`` are
+    consumed per active row. On the demo's countdown batches (128 responses of 2-160 tokens) this decodes
+    about 3x faster than keeping every row to the end (``benchmarks/bench_step_time.py``).
     """
     device = next(model.parameters()).device
     batch, longest = len(prompts), max(len(p) for p in prompts)
@@ -93,46 +101,59 @@ def generate_batch(
         attention_mask[row, longest - len(prompt) :] = 1
     limits = torch.tensor(max_tokens, dtype=torch.long, device=device)  # (B,)
     vocab = model.get_output_embeddings().weight.shape[0]
+    penalise = spec.repetition_penalty != 1.0
     seen = torch.zeros((batch, vocab), dtype=torch.bool, device=device)  # (B, V)
-    if spec.repetition_penalty != 1.0:
+    if penalise:
         seen.scatter_(1, input_ids.clamp(max=vocab - 1), attention_mask.bool())  # (B, V)
     eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)  # (E,)
 
     responses: list[list[int]] = [[] for _ in range(batch)]
     log_probs: list[list[float]] = [[] for _ in range(batch)]
-    finished = limits <= 0  # (B,)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    active = torch.nonzero(limits > 0).flatten()  # (A,) the prompt index of each row still decoding
+    if active.numel() == 0:
+        return list(zip(responses, log_probs))
+    if active.numel() < batch:  # requests with max_tokens <= 0 never enter the batch
+        input_ids, attention_mask, seen = input_ids[active], attention_mask[active], seen[active]  # (A, P), (A, P), (A, V)
+    limits = limits[active]  # (A,)
+    produced = torch.zeros_like(limits)  # (A,) tokens so far per active row
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (A, P)
     step_ids, past = input_ids, None
-    for step in range(int(limits.max().item())):
+    greedy = spec.temperature <= 0
+    while True:
         out = model(
             input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past,
             use_cache=True,
         )
         past = out.past_key_values
-        logits = out.logits[:, -1, :].float()  # (B, V)
-        if spec.repetition_penalty != 1.0:
-            logits = _apply_repetition_penalty(logits, seen, spec.repetition_penalty)  # (B, V)
-        greedy = spec.temperature <= 0
-        scaled = logits if greedy else logits / spec.temperature  # (B, V)
-        token_logp = torch.log_softmax(scaled, dim=-1)  # (B, V)
+        logits = out.logits[:, -1, :].float()  # (A, V)
+        if penalise:
+            logits = _apply_repetition_penalty(logits, seen, spec.repetition_penalty)  # (A, V)
+        scaled = logits if greedy else logits / spec.temperature  # (A, V)
+        token_logp = torch.log_softmax(scaled, dim=-1)  # (A, V)
         if greedy:
-            next_ids = scaled.argmax(dim=-1)  # (B,)
+            next_ids = scaled.argmax(dim=-1)  # (A,)
         else:
-            filtered = _filter_top_k_top_p(scaled, spec.top_k, spec.top_p)  # (B, V)
-            probs = torch.softmax(filtered, dim=-1)  # (B, V)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
-        next_logp = token_logp.gather(-1, next_ids[:, None]).squeeze(-1)  # (B,)
-        for row in torch.nonzero(~finished).flatten().tolist():
-            responses[row].append(int(next_ids[row]))
-            log_probs[row].append(float(next_logp[row]))
-        produced = torch.tensor([len(r) for r in responses], device=device)  # (B,)
-        finished = finished | torch.isin(next_ids, eos) | (produced >= limits)  # (B,)
+            filtered = _filter_top_k_top_p(scaled, spec.top_k, spec.top_p)  # (A, V)
+            probs = torch.softmax(filtered, dim=-1)  # (A, V)
+            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (A,)
+        next_logp = token_logp.gather(-1, next_ids[:, None]).squeeze(-1)  # (A,)
+        for row, token, logp in zip(active.tolist(), next_ids.tolist(), next_logp.tolist()):
+            responses[row].append(token)
+            log_probs[row].append(logp)
+        produced += 1
+        finished = torch.isin(next_ids, eos) | (produced >= limits)  # (A,)
         if bool(finished.all()):
             break
-        if spec.repetition_penalty != 1.0:
-            seen[torch.arange(batch), next_ids] = True
-        next_ids = torch.where(finished, torch.full_like(next_ids, pad_token_id), next_ids)  # (B,)
-        step_ids = next_ids[:, None]  # (B, 1)
-        attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=-1)  # (B, P+step+1)
-        position_ids = position_ids[:, -1:] + 1  # (B, 1)
+        if penalise:
+            seen[torch.arange(len(active)), next_ids] = True
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)  # (A, P+t+1)
+        position_ids = position_ids[:, -1:] + 1  # (A, 1)
+        if bool(finished.any()):
+            keep = torch.nonzero(~finished).flatten()  # (A',) rows that decode on
+            past.batch_select_indices(keep)
+            active, next_ids, limits, produced = active[keep], next_ids[keep], limits[keep], produced[keep]
+            attention_mask, position_ids = attention_mask[keep], position_ids[keep]  # (A', P+t+1), (A', 1)
+            if penalise:
+                seen = seen[keep]  # (A', V)
+        step_ids = next_ids[:, None]  # (A, 1)
     return list(zip(responses, log_probs))
