@@ -45,8 +45,9 @@ FREEZE_ENV = "FSPO_VERL_HF_FREEZE_WEIGHTS"
 TIMING_DIR_ENV = "FSPO_VERL_HF_TIMING_DIR"
 
 #: most requests decoded in one batch. Our choice: 256 covers one replica's share of a demo step (64 prompts x 8
-#: samples over 2 replicas); a decode step of a small model costs about the same for 1 or 256 rows on CPU
-#: (Python and kernel-launch overhead dominate), so fewer, fuller batches save CPU the agent loop needs.
+#: samples over 2 replicas). One batch pays the per-decode-step overhead (Python, kernel launches) once for
+#: all its rows, and since finished rows leave the batch (:func:`generate_batch`) a row costs only the steps
+#: it decodes, so fewer, fuller batches save CPU the agent loop needs.
 MAX_BATCH_SIZE = 256
 
 #: how long a batch keeps collecting requests after its first one arrived (seconds), unless it fills up first.
