@@ -139,6 +139,15 @@ def test_the_tiny_model_is_the_one_warm_started_on_the_data_presets_task():
     assert mine.actor_rollout_ref.model.path == "/my/model"
 
 
+def test_an_unknown_demo_model_asset_is_caught_in_the_driver():
+    errors = _errors(["data=synthetic_cpu", "fspo_verl.task.model_asset=bogus"])
+    assert any(
+        "actor_rollout_ref.model.path" in e and "${fspo_demo_asset:bogus}: unknown demo asset" in e
+        and "next_digit_model_path" in e and "fspo_verl.task.model_asset" in e
+        for e in errors
+    ), errors
+
+
 def test_opo_with_a_smaller_mini_batch_is_rejected():
     errors = _errors(["algorithm=opo", *GPU_CONTEXT, f"{ACTOR}.ppo_mini_batch_size=16"])
     assert any(

@@ -58,7 +58,10 @@ def ensure_assets(cache_dir: str | os.PathLike | None = None) -> dict[str, str]:
 def _resolve_asset(key: str) -> str:
     assets = ensure_assets()
     if key not in assets:
-        raise KeyError(f"${{{RESOLVER}:{key}}}: unknown demo asset; known: {sorted(assets)}")
+        raise KeyError(
+            f"${{{RESOLVER}:{key}}}: unknown demo asset; known: {sorted(assets)} (model=tiny_cpu reads the key from"
+            f" fspo_verl.task.model_asset, default model_path)"
+        )
     return assets[key]
 
 
