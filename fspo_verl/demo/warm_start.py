@@ -22,7 +22,7 @@ greedy accuracy they give are in the README.
 has never seen a digit: its mean next_digit reward is about 0.005, near a randomly initialised model's 0.002
 (the right one of ~170 words), so most steps had no group with a spread of rewards and RL hardly moved (0.004
 -> 0.034 in 40 real verl steps). Its pass is NEXT_DIGIT_SFT_STEPS steps at label smoothing
-NEXT_DIGIT_LABEL_SMOOTHING (our choice, about 2 s): converged, so the figures below do not hinge on where a
+NEXT_DIGIT_LABEL_SMOOTHING (our choice, about 2 s): converged, so where RL starts does not hinge on where a
 short pass stops (without smoothing the sampled reward jumps 0.10 -> 0.35 between 30 and 40 steps). Greedy
 answers are right and the sampled reward is about 0.35 (a PyTorch check, 512 prompts, temperature 1): a group
 of 8 samples almost always has a spread of rewards, which GRPO and PODS need.
