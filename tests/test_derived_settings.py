@@ -65,7 +65,7 @@ def test_synthetic_cpu_lengths_follow_the_data_keys():
     assert OmegaConf.select(config, f"{ROLLOUT}.prompt_length") == 32
     assert OmegaConf.select(config, f"{ROLLOUT}.response_length") == 16
     default = compose(["data=synthetic_cpu"])
-    assert (OmegaConf.select(default, f"{ROLLOUT}.prompt_length"), OmegaConf.select(default, f"{ROLLOUT}.response_length")) == (8, 4)
+    assert (OmegaConf.select(default, f"{ROLLOUT}.prompt_length"), OmegaConf.select(default, f"{ROLLOUT}.response_length")) == (10, 4)  # data/synthetic_cpu.yaml: five digits of two tokens; four-token answers
 
 
 @pytest.mark.parametrize("cluster", ["cpu", "1gpu", "8gpu", "multinode"])
