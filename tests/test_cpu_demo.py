@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fspo_verl.demo import countdown, ensure_assets
-from fspo_verl.demo.overrides import task_policy_loss
+from fspo_verl.demo.overrides import DATA_ASSETS, task_policy_loss
 from fspo_verl.demo.reward import COUNTDOWN_SOURCE, DATA_SOURCE, PARTIAL_CREDIT, compute_score
 from fspo_verl.demo.task import make_rows
 from fspo_verl.diagnostics.length_bins import bin_index, bin_names
@@ -190,8 +190,8 @@ def test_next_digit_has_its_own_warm_model_with_room_for_rl(assets):
     assert _next_digit_reward(assets["model_path"], temperature=1.0) < 0.05
 
 
-@pytest.mark.parametrize("data, train_key", [("synthetic_cpu", "train_files"), ("countdown_cpu", "countdown_train_files")])
-def test_every_prompt_fits_the_presets_prompt_length(assets, data, train_key):
+@pytest.mark.parametrize("data", sorted(DATA_ASSETS))
+def test_every_prompt_fits_the_presets_prompt_length(assets, data):
     """verl's agent loop left-truncates a prompt longer than rollout.prompt_length (= data.max_prompt_length),
     silently changing the task and writing one warning per sample. Tokenised as the agent loop does."""
     import yaml
@@ -200,8 +200,8 @@ def test_every_prompt_fits_the_presets_prompt_length(assets, data, train_key):
     limit = yaml.safe_load((files("fspo_verl") / "configs" / "data" / f"{data}.yaml").read_text())["max_prompt_length"]
     tokenizer = AutoTokenizer.from_pretrained(assets["model_path"])
     lengths = []
-    for split in ("train", "val"):
-        for messages in pd.read_parquet(assets[train_key.replace("train", split)])["prompt"]:
+    for files_key in DATA_ASSETS[data]:  # train and val
+        for messages in pd.read_parquet(assets[files_key])["prompt"]:
             ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
             lengths.append(len(tokenizer(ids, add_special_tokens=False)["input_ids"]))
     assert max(lengths) <= limit, (data, max(lengths), limit)

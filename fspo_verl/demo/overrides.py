@@ -10,11 +10,11 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-#: data preset -> the ``ensure_assets`` keys of its train and val files and of its model (the one
-#: ``fspo_verl.task.model_asset`` of its data_extras file names for model=tiny_cpu)
+#: data preset -> the ``ensure_assets`` keys of its train and val files (its model's key is in its data_extras
+#: file: :func:`task_model_asset`)
 DATA_ASSETS = {
-    "synthetic_cpu": ("train_files", "val_files", "next_digit_model_path"),
-    "countdown_cpu": ("countdown_train_files", "countdown_val_files", "model_path"),
+    "synthetic_cpu": ("train_files", "val_files"),
+    "countdown_cpu": ("countdown_train_files", "countdown_val_files"),
 }
 
 
@@ -73,8 +73,18 @@ def task_policy_loss(data: str) -> dict[str, Any]:
     from fspo_verl.config import FSPOPolicyLossConfig
 
     fields = {f.name for f in dataclasses.fields(FSPOPolicyLossConfig)}
-    task = (_group_file(f"data_extras/{data}").get("fspo_verl") or {}).get("task") or {}
-    return {key: value for key, value in task.items() if key in fields}
+    return {key: value for key, value in _task_section(data).items() if key in fields}
+
+
+def task_model_asset(data: str) -> str:
+    """The ``ensure_assets`` key of the model that model=tiny_cpu loads on data preset ``data``: its data_extras
+    file's ``fspo_verl.task.model_asset``, default ``model_path`` (as ``model/tiny_cpu.yaml`` reads it)."""
+    return _task_section(data).get("model_asset", "model_path")
+
+
+def _task_section(data: str) -> dict[str, Any]:
+    """``fspo_verl.task`` of data_extras/<data>.yaml; ``{}`` if none."""
+    return (_group_file(f"data_extras/{data}").get("fspo_verl") or {}).get("task") or {}
 
 
 def demo_overrides(
@@ -82,7 +92,8 @@ def demo_overrides(
 ) -> list[str]:
     """Every override of a CPU demo run on data preset ``data``: groups, asset paths, run length, logging and
     checkpoints."""
-    train_key, val_key, model_key = DATA_ASSETS[data]
+    train_key, val_key = DATA_ASSETS[data]
+    model_key = task_model_asset(data)
     return [
         *group_overrides(demo_groups(data)),
         f"actor_rollout_ref.model.path={assets[model_key]}",

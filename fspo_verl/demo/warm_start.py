@@ -46,9 +46,6 @@ SFT_SEED = 1234  # differs from the task's parquet seeds: the pass sees other ex
 NEXT_DIGIT_SFT_STEPS = 150
 NEXT_DIGIT_LABEL_SMOOTHING = 0.5
 
-#: the demo tasks a model can be warm-started on
-TASKS = ("countdown", "next_digit")
-
 
 def _example_ids(tokenizer, count: int) -> tuple[list[int], int]:
     """(prompt + answer + EOS token ids, prompt length) of one countdown example."""
@@ -132,6 +129,16 @@ def _train_steps(
     return losses
 
 
+#: demo task -> its supervised pass (the keywords of :func:`supervised_pass` that differ from the defaults,
+#: which are countdown's)
+TASKS = {
+    "countdown": {},
+    "next_digit": {
+        "steps": NEXT_DIGIT_SFT_STEPS, "label_smoothing": NEXT_DIGIT_LABEL_SMOOTHING, "example": _next_digit_example,
+    },
+}
+
+
 def sampled_reward(
     model, tokenizer, counts: list[int], seed: int = 0, temperature: float = 1.0
 ) -> tuple[float, list[int]]:
@@ -158,14 +165,8 @@ def write_warm_model(out_dir: Path, seed: int = 0, task: str = "countdown") -> s
     from fspo_verl.demo.model import build_model, build_tokenizer, save_model
 
     if task not in TASKS:
-        raise ValueError(f"write_warm_model: task={task!r} is not a demo task; use one of {TASKS}")
+        raise ValueError(f"write_warm_model: task={task!r} is not a demo task; use one of {tuple(TASKS)}")
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed)
-    if task == "countdown":
-        supervised_pass(model, tokenizer)
-    else:
-        supervised_pass(
-            model, tokenizer, steps=NEXT_DIGIT_SFT_STEPS, label_smoothing=NEXT_DIGIT_LABEL_SMOOTHING,
-            example=_next_digit_example,
-        )  # fmt: skip
+    supervised_pass(model, tokenizer, **TASKS[task])
     return save_model(model, tokenizer, out_dir)
