@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import tempfile
 
@@ -18,7 +19,7 @@ import pytest
 import ray
 import torch
 from _hf_server import bare_server
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fspo_verl.cpu.hf_server as hf_server
@@ -351,3 +352,147 @@ def test_a_failed_write_fails_the_postprocess_of_each_of_its_trajectories() -> N
                                     return_exceptions=True)
 
     assert all(isinstance(r, ConnectionError) for r in asyncio.run(burst()))
+
+
+# ---------------------------------------------------------------- the naive reward without a DataProto
+SEEING_REWARD = '''
+def _seen(data_source, solution_str, ground_truth, extra_info):
+    return repr((type(data_source).__name__, data_source, solution_str, ground_truth,
+                 sorted((k, type(v).__name__, repr(v)) for k, v in extra_info.items())))
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    """What it was called with, as its extra info; a bare number for ground truths starting with 'n'."""
+    score = float(len(solution_str) % 3) / 2
+    if ground_truth.startswith("n"):
+        return score
+    extra_info["touched"] = True  # a reward function may write to extra_info; the caller's must stay as it was
+    return {"score": score, "seen": _seen(data_source, solution_str, ground_truth, extra_info)}
+
+
+async def compute_score_async(data_source, solution_str, ground_truth, extra_info=None):
+    return {"score": 0.25, "seen": _seen(data_source, solution_str, ground_truth, extra_info)}
+'''
+
+
+def _naive_reward_worker(tmp_path, function: str = "compute_score"):
+    from conftest import compose_verl
+    from transformers import AutoTokenizer
+
+    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
+
+    tokenizer_dir = tmp_path / "tok"
+    if not tokenizer_dir.exists():
+        build_tokenizer().save_pretrained(tokenizer_dir)
+    reward_file = tmp_path / "seeing_reward.py"
+    reward_file.write_text(SEEING_REWARD)
+    config = compose_verl([f"actor_rollout_ref.model.path={tokenizer_dir}",
+                           f"reward.custom_reward_function.path={reward_file}",
+                           f"reward.custom_reward_function.name={function}"])
+    worker = object.__new__(BatchedAgentLoopWorker.__ray_actor_class__)
+    worker.processor, worker.config, worker.mm_processor_kwargs = None, config, {}
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+
+    async def build():  # verl's reward manager keeps the event loop it is built in, as in the Ray actor
+        worker.reward_loop_worker_handles = [InProcessRewardHandle(config, tokenizer)]
+
+    _NAIVE_LOOP.run_until_complete(build())
+    return worker
+
+
+_NAIVE_LOOP = asyncio.new_event_loop()  # one loop for these tests' workers, like an actor's
+
+
+def _trajectory(response_ids, num_turns, extra_fields):
+    from verl.experimental.agent_loop import AgentLoopOutput
+    from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics
+
+    return [AgentLoopOutput(prompt_ids=[5, 6], response_ids=list(response_ids), response_mask=[1] * len(response_ids),
+                            num_turns=num_turns, metrics=AgentLoopMetrics(), extra_fields=copy.deepcopy(extra_fields),
+                            mm_processor_kwargs={})]
+
+
+def _both_paths(worker, response_ids, kwargs, num_turns=2, extra_fields=None):
+    """(ours, verl's): reward, extra info and the output's extra fields after each worker's _compute_score."""
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
+
+    extra_fields = extra_fields if extra_fields is not None else {"min_global_steps": 1, "turn_scores": []}
+    snapshot = copy.deepcopy(kwargs)
+
+    async def run(method):
+        outputs = _trajectory(response_ids, num_turns, extra_fields)
+        await method(worker, outputs, kwargs=kwargs)
+        final = outputs[-1]
+        assert final.metrics.compute_score is not None and final.metrics.compute_score >= 0
+        return final.reward_score, final.extra_fields
+
+    ours = _NAIVE_LOOP.run_until_complete(run(BatchedAgentLoopWorker.__ray_actor_class__._compute_score))
+    theirs = _NAIVE_LOOP.run_until_complete(run(AgentLoopWorker._compute_score))  # builds the DataProto, verl's run_single in process
+    assert kwargs == snapshot  # neither path changed the caller's prompt columns
+    return ours, theirs
+
+
+_texts = st.text(alphabet="abcxyz _", max_size=8)
+_extra = st.dictionaries(st.sampled_from(["split", "index", "tag", "answer_length"]),
+                         st.one_of(st.integers(-5, 5), _texts, st.lists(st.integers(0, 3), max_size=2)), max_size=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(response=st.lists(st.integers(0, 60), max_size=12), data_source=_texts, truth=_texts,
+       extra_info=st.one_of(st.none(), _extra), reward_scores=st.one_of(st.none(), st.dictionaries(_texts, st.floats(0, 1), max_size=2)),
+       num_turns=st.integers(1, 4), tool_fields=st.dictionaries(st.sampled_from(["turn_scores", "tool_rewards", "x"]),
+                                                                   st.lists(st.integers(0, 2), max_size=2), max_size=2))
+def test_the_direct_naive_reward_equals_verls_run_single_on_its_dataproto(tmp_path_factory, response, data_source, truth,
+                                                                          extra_info, reward_scores, num_turns, tool_fields) -> None:
+    """Property, limiting case against verl: the same trajectory through our worker's ``_compute_score``
+    (:func:`naive_reward`) and through verl's ``AgentLoopWorker._compute_score`` (one-row DataProto, verl's
+    ``NaiveRewardManager.run_single``) gives the same score and the same extra info, in which the reward
+    function records the types and values it was called with; a bare-number result too ('n...' truths)."""
+    global _NAIVE_WORKER
+    if _NAIVE_WORKER is None:
+        _NAIVE_WORKER = _naive_reward_worker(tmp_path_factory.mktemp("naive"))
+    kwargs = {"uid": "u1", "session_id": 0, "global_steps": 3, "data_source": data_source,
+              "reward_model": {"style": "rule", "ground_truth": truth}, "index": 7,
+              "raw_prompt": [{"role": "user", "content": "q"}], "tools_kwargs": {}}
+    if extra_info is not None:
+        kwargs["extra_info"] = extra_info
+    if reward_scores is not None:
+        kwargs["reward_scores"] = reward_scores
+    (our_score, our_fields), (verl_score, verl_fields) = _both_paths(_NAIVE_WORKER, response, kwargs, num_turns, tool_fields)
+    assert our_score == verl_score
+    assert our_fields == verl_fields
+    if not truth.startswith("n"):
+        assert "'str_'" in our_fields["reward_extra_info"]["seen"]  # data_source came as numpy.str_, as via verl
+
+
+_NAIVE_WORKER = None
+
+
+def test_the_direct_naive_reward_by_hand_and_with_an_async_reward_function(tmp_path) -> None:
+    worker = _naive_reward_worker(tmp_path)
+    tokenizer = worker.reward_loop_worker_handles[0].reward_manager.tokenizer
+    ids = tokenizer.encode(" c b") + [tokenizer.eos_token_id]  # the EOS is skipped in the decoded answer
+    kwargs = {"uid": "u", "data_source": "d", "reward_model": {"ground_truth": "c b"}, "extra_info": {"index": 1}}
+    (score, fields), (verl_score, verl_fields) = _both_paths(worker, ids, kwargs)
+    assert score == verl_score == 0.0 + float(len(" c b") % 3) / 2 == 0.5  # by hand: len(" c b") = 4, 4 % 3 = 1
+    assert fields == verl_fields
+    seen = fields["reward_extra_info"]["seen"]
+    assert "' c b'" in seen and "('num_turns', 'int64', 'np.int64(2)')" in seen and "('index', 'int', '1')" in seen
+    async_worker = _naive_reward_worker(tmp_path, function="compute_score_async")
+    assert async_worker.reward_loop_worker_handles[0].reward_manager.is_async_reward_score
+    (score, fields), (verl_score, verl_fields) = _both_paths(async_worker, ids, kwargs)
+    assert score == verl_score == 0.25 and fields == verl_fields
+
+
+def test_other_reward_managers_and_multi_output_trajectories_take_verls_path(tmp_path) -> None:
+    from fspo_verl.cpu.naive_reward import naive_reward_applies
+
+    manager = _naive_reward_worker(tmp_path).reward_loop_worker_handles[0].reward_manager
+    assert naive_reward_applies(manager, [object()])
+    assert not naive_reward_applies(manager, [object(), object()])  # a multi-output trajectory
+    subclass = type("CustomNaive", (type(manager),), {})
+    custom = object.__new__(subclass)
+    custom.reward_router_address = None
+    assert not naive_reward_applies(custom, [object()])  # a subclass may override run_single

@@ -208,6 +208,51 @@ def test_every_prompt_fits_the_presets_prompt_length(assets, data):
     assert len(lengths) > 64 and min(lengths) >= 1  # the prompts were read
 
 
+@pytest.mark.parametrize("data", sorted(DATA_ASSETS))
+def test_the_shared_agent_loop_builds_each_prompt_once_with_verls_tokens(assets, data):
+    """Limiting case against verl: the single-turn agent loop our worker shares (built by
+    ``BatchedAgentLoopWorker._agent_loop``, with its PromptTokenCache) gives every sample of every prompt of the
+    task the tokens verl's own ``ct_build_initial_tokens`` builds, with one build per distinct prompt."""
+    import asyncio
+
+    from conftest import compose_verl
+    from transformers import AutoTokenizer
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
+    from fspo_verl.cpu.prompt_tokens import PromptTokenCache
+
+    limit = yaml_value(data, "max_prompt_length")
+    config = compose_verl([f"actor_rollout_ref.model.path={assets['model_path']}",
+                           f"actor_rollout_ref.rollout.prompt_length={limit}"])
+    worker = object.__new__(BatchedAgentLoopWorker.__ray_actor_class__)
+    worker.config, worker.llm_client, worker.processor, worker.tools = config, None, None, []
+    worker.tokenizer = AutoTokenizer.from_pretrained(assets["model_path"])
+    worker.hf_model_type, worker.dataset_cls, worker._shared_agent_loops = "qwen2", RLHFDataset, {}
+    prompts = [list(m) for key in DATA_ASSETS[data] for m in pd.read_parquet(assets[key])["prompt"]]
+    n = 4  # samples per prompt, all in flight together as in a step
+
+    async def both():
+        shared = worker._agent_loop("single_turn_agent")  # built in the loop, as in the actor
+        assert worker._agent_loop("single_turn_agent") is shared
+        assert isinstance(shared.ct_build_initial_tokens, PromptTokenCache)
+        ours = await asyncio.gather(*(shared.ct_build_initial_tokens(m) for m in prompts for _ in range(n)))
+        theirs = [await SingleTurnAgentLoop.ct_build_initial_tokens(shared, m) for m in prompts]  # verl's method
+        return shared.ct_build_initial_tokens.builds, ours, theirs
+
+    builds, ours, theirs = asyncio.run(both())
+    assert ours == [tokens for tokens in theirs for _ in range(n)]
+    assert builds == len({repr(m) for m in prompts}) < len(ours)
+    assert len(prompts) > 64 and all(1 <= len(t) <= limit for t in theirs)
+
+
+def yaml_value(data: str, key: str):
+    import yaml
+
+    return yaml.safe_load((files("fspo_verl") / "configs" / "data" / f"{data}.yaml").read_text())[key]
+
+
 def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):
     from transformers import AutoConfig, AutoTokenizer
     from verl.utils.import_utils import load_extern_object

@@ -17,18 +17,24 @@ they were busy 3.3x the time one batch per server takes (``benchmarks/bench_step
   balancer lists, takes one server per chunk from the balancer (least-loaded) and sends each chunk in one
   Ray call (``HFRolloutServer.generate_many``), which the server decodes as one batch;
 - **the agent loop object**: a ``SingleTurnAgentLoop`` keeps its per-request state in locals, so one
-  instance per worker serves every request (other agent loops are still built per request, as verl does);
+  instance per worker serves every request (other agent loops are still built per request, as verl does),
+  and its prompt tokens are built once per distinct prompt, not once per sample
+  (:class:`~fspo_verl.cpu.prompt_tokens.PromptTokenCache`);
 - **the reward**: when no reward model is enabled, verl's ``RewardLoopWorker.compute_score`` is only
   ``reward_manager.run_single(data)``; :class:`InProcessRewardHandle` runs that same reward manager (built
   by verl's ``load_reward_manager``) inside the agent-loop worker, on a copy of the non-tensor fields (the
-  naive manager updates ``extra_info`` in place, which a Ray call would have isolated). With a reward
-  model, the Ray reward workers are used as before;
+  naive manager updates ``extra_info`` in place, which a Ray call would have isolated). For verl's naive
+  manager and a one-output trajectory, :func:`~fspo_verl.cpu.naive_reward.naive_reward` computes the same
+  result without building the one-row ``DataProto``. With a reward model, the Ray reward workers are used
+  as before;
 - **the TransferQueue write**: each trajectory's keys, fields and tags are built as verl's
   ``AgentLoopWorkerTQ._agent_loop_postprocess`` builds them (``trajectory_records``; a test compares the
   two on the same outputs), and :class:`BatchedPuts` writes those that complete together in one
   ``tq.async_kv_batch_put`` (one per partition and field set). Each trajectory's postprocess returns only
   after its write has landed, so verl's ``_run_prompt`` still publishes a prompt's terminal status after
-  all its data.
+  all its data. With SimpleStorage the write's ``fields`` are
+  :class:`~fspo_verl.cpu.storage_columns.StorageColumns` instead of verl's TensorDict: the same stored data,
+  without the NonTensorStack packing TransferQueue unpacks again.
 
 The prompt statuses (``running``, ``finished``, ``failure``) are written by verl's own ``_run_prompt``,
 unchanged.
@@ -52,8 +58,13 @@ from verl.experimental.agent_loop.agent_loop import (
 )
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+from verl.utils.profiler import simple_timer
 from verl.utils.rollout_trace import rollout_trace_attr
 from verl.workers.rollout.llm_server import LLMServerClient
+
+from fspo_verl.cpu.naive_reward import naive_reward, naive_reward_applies
+from fspo_verl.cpu.prompt_tokens import PromptTokenCache
+from fspo_verl.cpu.storage_columns import StorageColumns, storage_columns_apply
 
 logger = logging.getLogger(__name__)
 
@@ -266,11 +277,16 @@ class BatchedPuts:
     (or raises what the write raised). Once nothing has been queued for ``window_s`` (or ``max_trajectories``
     are queued) the queue is written, grouped by partition and by field names (``list_of_dict_to_tensordict``
     takes the first dict's keys, so dicts with other keys go in their own write).
+
+    ``columns`` builds the write's ``fields`` from the field dicts: verl's ``list_of_dict_to_tensordict`` by
+    default, or :class:`~fspo_verl.cpu.storage_columns.StorageColumns` (the same stored data, ~4x cheaper to
+    write, SimpleStorage only).
     """
 
     def __init__(self, window_s: float = PUT_WINDOW_S, max_trajectories: int = PUT_MAX_TRAJECTORIES,
-                 batch_put: Any = None) -> None:
+                 batch_put: Any = None, columns: Any = None) -> None:
         self._batch_put = batch_put  # tq.async_kv_batch_put unless a test passes its recorder
+        self._columns = columns  # verl's list_of_dict_to_tensordict unless given
         self._trajectories = QuietWindowBatches(window_s, max_trajectories, self._write)
         self.writes = 0  # how many batch puts were made (for tests and logs)
 
@@ -280,8 +296,10 @@ class BatchedPuts:
         await future
 
     async def _write(self, batch: list) -> None:
-        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+        if self._columns is None:
+            from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
+            self._columns = list_of_dict_to_tensordict
         if self._batch_put is None:
             import transfer_queue as tq
 
@@ -294,7 +312,7 @@ class BatchedPuts:
             try:
                 await self._batch_put(
                     keys=[k for item in items for k in item[0]],
-                    fields=list_of_dict_to_tensordict([f for item in items for f in item[1]]),
+                    fields=self._columns([f for item in items for f in item[1]]),
                     tags=[t for item in items for t in item[2]],
                     partition_id=partition_id,
                 )
@@ -362,7 +380,7 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
     def __init__(self, config, llm_client, teacher_client=None, reward_loop_worker_handles=None):
         super().__init__(config, llm_client, teacher_client, reward_loop_worker_handles)
         self._shared_agent_loops: dict[str, Any] = {}
-        self._puts = BatchedPuts()
+        self._puts = BatchedPuts(columns=StorageColumns if storage_columns_apply(config) else None)
         if reward_loop_worker_handles is not None and in_process_reward_applies(config):
             self.reward_loop_worker_handles = [InProcessRewardHandle(config, self.tokenizer)]
 
@@ -386,6 +404,8 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
             tools=ToolListWrap(self.tools),
         )
         if type(agent_loop) in STATELESS_AGENT_LOOPS:
+            # one render per distinct prompt for its rollout.n samples (fspo_verl.cpu.prompt_tokens)
+            agent_loop.ct_build_initial_tokens = PromptTokenCache(agent_loop.ct_build_initial_tokens)
             self._shared_agent_loops[agent_name] = agent_loop
         return agent_loop
 
@@ -413,6 +433,23 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
                 earlier.reward_score = final.reward_score
                 earlier.extra_fields["reward_extra_info"] = final.extra_fields["reward_extra_info"]
         await self._puts.put(*trajectory_records(self, outputs, validate, kwargs))
+
+    async def _compute_score(self, outputs: list, kwargs: dict) -> None:
+        """verl's ``AgentLoopWorker._compute_score``; with the in-process naive reward manager and one output,
+        the reward comes from :func:`~fspo_verl.cpu.naive_reward.naive_reward` without the one-row
+        ``DataProto`` (the same result, the same ``metrics.compute_score`` timing)."""
+        handles = self.reward_loop_worker_handles
+        final = outputs[-1] if outputs else None
+        if (final is None or final.reward_score is not None or not handles
+                or not isinstance(handles[0], InProcessRewardHandle)
+                or not naive_reward_applies(handles[0].reward_manager, outputs)):
+            return await super()._compute_score(outputs, kwargs=kwargs)
+        timing: dict[str, float] = {}
+        with simple_timer("compute_score", timing):
+            result = await naive_reward(handles[0].reward_manager, final, kwargs)
+            final.reward_score = result["reward_score"]
+            final.extra_fields["reward_extra_info"] = result["reward_extra_info"]
+        final.metrics.compute_score = timing["compute_score"]
 
 
 class BatchedAgentLoopManager(AgentLoopManagerTQ):
