@@ -21,6 +21,12 @@ interval that is a setting:
 - PODS's buffers (``fspo_verl.pods``) default to :data:`DEFAULT_POLL_INTERVAL_S` themselves, so they are fast
   even when selected by hand on verl's own entry point.
 
+Where the agent-loop manager can tell when rollouts settle (it has a ``rollout_progress_waiter()``, as
+``cluster=cpu``'s :class:`~fspo_verl.cpu.agent_loop.BatchedAgentLoopManager` does), the buffer waits on that
+instead of sleeping (:func:`wait_on_rollout_progress`, installed when ``PPOTrainer.fit`` gets the manager):
+it wakes as soon as a worker's prompt groups settle, and otherwise after ``poll_interval`` as before. Each
+wake-up is followed by the buffer's own TransferQueue read, so what is sampled is decided as before.
+
 ``separate_async`` with ``hybrid_rollout.enable_switch`` also reads ``poll_interval`` as its "the step
 waited for rollouts" threshold; a short interval makes that detector more sensitive, which is what it means.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from types import ModuleType
 from typing import Any
 
@@ -89,6 +96,54 @@ def _hook_trainer(trainer_base: ModuleType) -> None:
 
     _build_replay_buffer._fspo_poll_patched = True
     trainer_cls._build_replay_buffer = _build_replay_buffer
+    _hook_fit(trainer_cls)
+
+
+#: with a rollout-progress waiter, the longest the buffer waits between its own TransferQueue reads (seconds).
+#: Our choice: a settle wakes the buffer at once, so a read in between only finds what it found before; 1 s
+#: bounds the cost of a wake-up that never comes (a worker that died, a status written by someone else).
+PROGRESS_FALLBACK_S = 1.0
+
+
+def wait_on_rollout_progress(buffer: Any, waiter: Any) -> None:
+    """Make ``buffer`` (a V1 replay buffer) wait between polls on ``waiter.wait(timeout)`` instead of
+    ``time.sleep(poll_interval)``; verl's periodic state log (``_wait_for_next_poll``) is kept."""
+    from verl.trainer.ppo.v1 import replay_buffer as verl_buffer
+
+    logger = verl_buffer.logger
+
+    def _wait_for_next_poll(partition_id: str, last_debug_time: float) -> float:
+        waiter.wait(max(buffer.poll_interval, PROGRESS_FALLBACK_S))
+        now = time.time()
+        if now - last_debug_time > verl_buffer.VERL_REPLAY_BUFFER_DEBUG_INTERVAL_SECONDS:
+            logger.info(f"pending: {len(buffer.pending_keys[partition_id])}, "
+                        f"running: {len(buffer.running_keys[partition_id])}, "
+                        f"finished: {len(buffer.finished_keys[partition_id])}, "
+                        f"failure: {len(buffer.failure_keys[partition_id])}")
+            return now
+        return last_debug_time
+
+    buffer._wait_for_next_poll = _wait_for_next_poll
+    buffer.rollout_progress_waiter = waiter
+
+
+def _hook_fit(trainer_cls: type) -> None:
+    """Wrap ``PPOTrainer.fit(agent_loop_manager)``: a manager that offers a rollout-progress waiter gets the
+    trainer's replay buffer waiting on it (:func:`wait_on_rollout_progress`)."""
+    original = trainer_cls.fit
+    if getattr(original, "_fspo_progress_patched", False):
+        return
+
+    @functools.wraps(original)
+    def fit(self, agent_loop_manager, *args, **kwargs):
+        offer = getattr(agent_loop_manager, "rollout_progress_waiter", None)
+        buffer = getattr(self, "replay_buffer", None)
+        if callable(offer) and buffer is not None:
+            wait_on_rollout_progress(buffer, offer())
+        return original(self, agent_loop_manager, *args, **kwargs)
+
+    fit._fspo_progress_patched = True
+    trainer_cls.fit = fit
 
 
 def register() -> None:

@@ -36,8 +36,12 @@ they were busy 3.3x the time one batch per server takes (``benchmarks/bench_step
   :class:`~fspo_verl.cpu.storage_columns.StorageColumns` instead of verl's TensorDict: the same stored data,
   without the NonTensorStack packing TransferQueue unpacks again.
 
-The prompt statuses (``running``, ``finished``, ``failure``) are written by verl's own ``_run_prompt``,
-unchanged.
+The prompt statuses (``running``, ``finished``, ``failure``) are written as verl's ``_run_prompt`` writes
+them, in the same order, a burst at a time (:mod:`fspo_verl.cpu.status_writes`). The worker counts its prompt
+groups and sessions (:mod:`fspo_verl.cpu.rollout_progress`): the client sends as soon as every session that
+can still generate waits, and the driver's replay buffer is woken when the groups settle. The shared single-turn
+loop merges its generated tokens without an executor hop (:mod:`fspo_verl.cpu.assistant_merge`), and the
+worker's start-up heap is frozen out of garbage collection (:mod:`fspo_verl.cpu.gc_pauses`).
 """
 
 from __future__ import annotations
@@ -57,13 +61,28 @@ from verl.experimental.agent_loop.agent_loop import (
     _agent_loop_registry,
 )
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
-from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+from verl.trainer.ppo.v1.agent_loop_tq import (
+    AgentLoopManagerTQ,
+    AgentLoopWorkerTQ,
+    apply_greedy_sampling_params,
+)
 from verl.utils.profiler import simple_timer
 from verl.utils.rollout_trace import rollout_trace_attr
 from verl.workers.rollout.llm_server import LLMServerClient
 
+from fspo_verl.cpu.assistant_merge import merge_inline
+from fspo_verl.cpu.bursts import QuietWindowBatches
+from fspo_verl.cpu.gc_pauses import freeze_startup_heap
 from fspo_verl.cpu.naive_reward import naive_reward, naive_reward_applies
 from fspo_verl.cpu.prompt_tokens import PromptTokenCache
+from fspo_verl.cpu.rollout_progress import (
+    GeneratingSessions,
+    RolloutProgress,
+    RolloutProgressWaiter,
+    current_ticket,
+    tasks_of,
+)
+from fspo_verl.cpu.status_writes import BatchedStatuses
 from fspo_verl.cpu.storage_columns import StorageColumns, storage_columns_apply
 
 logger = logging.getLogger(__name__)
@@ -89,43 +108,6 @@ PUT_WINDOW_S = 0.01
 PUT_MAX_TRAJECTORIES = 1024
 
 
-class QuietWindowBatches:
-    """Collects items and hands them on in bursts: a burst ends once no item has arrived for ``window_s``
-    seconds, or when ``limit`` items wait. ``handle(batch)`` (a coroutine function) gets each burst in order;
-    the next burst is collected while it runs. The asyncio state is created in the loop of the first
-    :meth:`add`."""
-
-    def __init__(self, window_s: float, limit: int, handle) -> None:
-        if window_s <= 0 or limit < 1:
-            raise ValueError(f"window_s={window_s} must be > 0 and limit={limit} >= 1")
-        self.window_s, self.limit, self._handle = float(window_s), int(limit), handle
-        self._pending: list = []
-        self._arrived: Optional[asyncio.Event] = None
-        self._flusher: Optional[asyncio.Task] = None
-
-    def add(self, item: Any) -> None:
-        self._pending.append(item)
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-        self._arrived.set()
-
-    async def _flush_loop(self) -> None:
-        assert self._arrived is not None
-        while True:
-            await self._arrived.wait()
-            seen = -1
-            while len(self._pending) != seen and len(self._pending) < self.limit:
-                seen = len(self._pending)
-                await asyncio.sleep(self.window_s)  # quiet for window_s: the burst is over
-            batch, self._pending = self._pending[: self.limit], self._pending[self.limit :]
-            if not self._pending:
-                self._arrived.clear()
-            if batch:
-                await self._handle(batch)
-
-
 class CoalescingLLMServerClient(LLMServerClient):
     """An ``LLMServerClient`` that sends one agent-loop worker's concurrent requests as one call per server.
 
@@ -149,11 +131,23 @@ class CoalescingLLMServerClient(LLMServerClient):
     def _reset_runtime(self) -> None:
         self._requests = QuietWindowBatches(self.window_s, self.max_requests, self._dispatch_in_background)
         self._inflight: set[asyncio.Task] = set()
+        self._unanswered = 0  # requests sent to a server whose answer has not come back
+        self.sessions: Optional[GeneratingSessions] = None  # set by the worker (attach_sessions)
+
+    def attach_sessions(self, sessions: GeneratingSessions) -> None:
+        """Send the queued requests as soon as every session that may still generate is waiting for an answer
+        (queued or sent), instead of waiting out the quiet window: no further request can come until one
+        is answered. Without it (or while some session is busy elsewhere, e.g. in a tool call) the window
+        decides."""
+        self.sessions = sessions
+
+    def _all_sessions_waiting(self) -> bool:
+        return self.sessions is not None and len(self._requests) + self._unanswered >= self.sessions.generating
 
     def __getstate__(self) -> dict:  # the client travels to the workers by Ray; its asyncio state must not
         state = self.__dict__.copy()
-        state.pop("_requests", None)
-        state.pop("_inflight", None)
+        for name in ("_requests", "_inflight", "_unanswered", "sessions"):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -170,6 +164,8 @@ class CoalescingLLMServerClient(LLMServerClient):
                    "request_id": self._vllm_request_id(request_id)}
         future = asyncio.get_running_loop().create_future()
         self._requests.add((request, future))
+        if self._all_sessions_waiting():
+            self._requests.flush_now()
         output = await future
         global_steps = output.extra_fields.get("global_steps")
         output.extra_fields.setdefault("min_global_steps", global_steps)
@@ -177,15 +173,20 @@ class CoalescingLLMServerClient(LLMServerClient):
         return output
 
     async def _dispatch_in_background(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+        self._unanswered += len(batch)  # until _send or _fail_chunk answers its callers
         task = asyncio.get_running_loop().create_task(self._dispatch(batch))  # the next burst need not wait
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    def _fail_chunk(self, chunk: list[tuple[dict[str, Any], asyncio.Future]], err: BaseException) -> None:
+        self._unanswered -= len(chunk)
+        _fail(chunk, err)
 
     async def _dispatch(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
         try:
             servers = await self._load_balancer.get_all_servers.remote()
         except Exception as err:  # noqa: BLE001 - delivered to every waiting request
-            _fail(batch, err)
+            self._fail_chunk(batch, err)
             return
         chunks = split_evenly(batch, max(1, len(servers)))
         await asyncio.gather(*(self._send(chunk) for chunk in chunks))
@@ -194,21 +195,28 @@ class CoalescingLLMServerClient(LLMServerClient):
         try:
             server_id, server = await self._acquire_server(f"coalesced-{uuid4().hex}")
         except Exception as err:  # noqa: BLE001
-            _fail(chunk, err)
+            self._fail_chunk(chunk, err)
             return
         try:
             outputs = await server.generate_many.remote([request for request, _ in chunk])
         except Exception as err:  # noqa: BLE001
-            _fail(chunk, err)
+            self._fail_chunk(chunk, err)
             return
         finally:
             self._release_server(server_id)
         if len(outputs) != len(chunk):
-            _fail(chunk, RuntimeError(f"server {server_id} answered {len(outputs)} of {len(chunk)} requests"))
+            self._fail_chunk(chunk, RuntimeError(f"server {server_id} answered {len(outputs)} of {len(chunk)} requests"))
             return
+        self._unanswered -= len(chunk)
         for (_, future), output in zip(chunk, outputs):
             if not future.done():
                 future.set_result(output)
+
+
+async def _settle_session_tasks(tasks: list[asyncio.Task]) -> list[BaseException]:
+    """Wait for every session task; the exceptions they raised (verl's rule: all settle before a status)."""
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return [result for result in results if isinstance(result, BaseException)]
 
 
 def _fail(items: list[tuple[Any, asyncio.Future]], err: BaseException) -> None:
@@ -381,8 +389,58 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
         super().__init__(config, llm_client, teacher_client, reward_loop_worker_handles)
         self._shared_agent_loops: dict[str, Any] = {}
         self._puts = BatchedPuts(columns=StorageColumns if storage_columns_apply(config) else None)
+        self._statuses = BatchedStatuses()
+        self._progress = RolloutProgress()
+        self._sessions = GeneratingSessions()
+        if isinstance(self.llm_client, CoalescingLLMServerClient):
+            self.llm_client.attach_sessions(self._sessions)
         if reward_loop_worker_handles is not None and in_process_reward_applies(config):
             self.reward_loop_worker_handles = [InProcessRewardHandle(config, self.tokenizer)]
+        freeze_startup_heap("agent-loop worker")  # no full-heap GC pause inside a step (fspo_verl.cpu.gc_pauses)
+
+    async def wait_for_rollout_progress(self, seen: Optional[int], timeout: float) -> int:
+        """How many prompt groups this worker has settled, once more than ``seen`` have and the worker is idle or
+        quiet, or after ``timeout`` s (:class:`~fspo_verl.cpu.rollout_progress.RolloutProgress`). The driver's
+        replay buffer calls it instead of sleeping between polls."""
+        return await self._progress.wait(seen, timeout)
+
+    async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
+        """verl's ``AgentLoopWorkerTQ._run_prompt``: the ``running`` status, rollout.n sessions, then
+        ``finished`` (or ``failure`` if any session failed) once every session settled. The statuses go
+        through :class:`~fspo_verl.cpu.status_writes.BatchedStatuses`; the group counts in the worker's
+        rollout progress, and its sessions in the generating sessions, until they are done."""
+        validate = trajectory["validate"]
+        uid, partition_id = prompt["uid"], "train" if not validate else "val"
+        config = self.config.actor_rollout_ref.rollout
+        # NOTE (verl): a prompt may carry its own n.
+        n = prompt.pop("__rollout_n__", config.n if not validate else config.val_kwargs.n)
+        do_sample = prompt.pop("__do_sample__", True)
+        self._progress.start()
+        ticket = self._sessions.ticket(n)
+        try:
+            await self._statuses.put(uid, partition_id, {"status": "running"})
+            tasks: list[asyncio.Task] = []
+            try:
+                run_sampling_params = dict(sampling_params)
+                if not validate and not do_sample:
+                    apply_greedy_sampling_params(run_sampling_params)
+                with tasks_of(ticket):  # each session task copies the context, and with it the ticket
+                    tasks = [asyncio.create_task(self._run_agent_loop(run_sampling_params, trajectory=trajectory,
+                                                                      trace=trace, session_id=i, **prompt))
+                             for i in range(n)]
+                # a terminal status only once every session settled: no sibling writes after the buffer clears
+                session_errors = await _settle_session_tasks(tasks)
+                for error in session_errors:
+                    logger.error(f"Error in _run_prompt for uid={uid}", exc_info=(type(error), error, error.__traceback__))
+                await self._statuses.put(uid, partition_id, {"status": "failure" if session_errors else "finished"})
+            except Exception as e:
+                logger.exception(f"Error in _run_prompt: {e}")
+                if tasks:
+                    await _settle_session_tasks(tasks)
+                await self._statuses.put(uid, partition_id, {"status": "failure"})
+        finally:
+            ticket.close()
+            self._progress.settle()
 
     def _agent_loop(self, agent_name: str):
         """The agent loop for ``agent_name``: the worker's shared instance for a stateless class, else a new one."""
@@ -406,6 +464,7 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
         if type(agent_loop) in STATELESS_AGENT_LOOPS:
             # one render per distinct prompt for its rollout.n samples (fspo_verl.cpu.prompt_tokens)
             agent_loop.ct_build_initial_tokens = PromptTokenCache(agent_loop.ct_build_initial_tokens)
+            merge_inline(agent_loop)  # list concatenation without an executor round trip (fspo_verl.cpu.assistant_merge)
             self._shared_agent_loops[agent_name] = agent_loop
         return agent_loop
 
@@ -414,7 +473,12 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
         with rollout_trace_attr(step=trajectory["step"], sample_index=trajectory["sample_index"],
                                 rollout_n=trajectory["rollout_n"], validate=trajectory["validate"],
                                 name="agent_loop", trace=trace):
-            output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+            ticket = current_ticket()
+            try:
+                output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+            finally:
+                if ticket is not None:
+                    ticket.session_done()  # this session asks for no more generation
             return await self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)
 
     async def _agent_loop_postprocess(self, output, validate, **kwargs) -> None:
@@ -464,3 +528,8 @@ class BatchedAgentLoopManager(AgentLoopManagerTQ):
             llm_client = CoalescingLLMServerClient(config, load_balancer_handle=llm_client._load_balancer)
         super().__init__(config, llm_client, teacher_client, reward_loop_worker_handles)
         self.agent_loop_workers_class = BatchedAgentLoopWorker
+        freeze_startup_heap("driver")  # the trainer is built; fit comes next (fspo_verl.cpu.gc_pauses)
+
+    def rollout_progress_waiter(self) -> RolloutProgressWaiter:
+        """What the replay buffer waits on between polls (:func:`fspo_verl.polling.wait_on_rollout_progress`)."""
+        return RolloutProgressWaiter(lambda: self.agent_loop_workers)

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from fspo_verl.cpu.gc_pauses import freeze_startup_heap
 from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class HFRolloutServer:
         self._batcher: asyncio.Task | None = None
         self._admission_open = asyncio.Event()
         self._admission_open.set()
+        freeze_startup_heap(f"hf rollout server {replica_rank}")  # no full-heap GC pause inside a step
 
     # ------------------------------------------------------------------ generation
     def _max_tokens(self, prompt_len: int, sampling_params: dict) -> int:
