@@ -6,10 +6,9 @@ The constructor takes ``poll_interval`` (default 2.0 s) but the trainer (``PPOTr
 never passes it, so every sync step waits for its rollouts in 2-second quanta: a step whose rollouts take
 0.3 s spends 2 s in ``timing_s/gen``, on a laptop and on a GPU cluster alike.
 
-A true wake-up on completion is not reachable without editing verl: the agent-loop workers publish a
-prompt's ``finished`` status only as a TransferQueue tag (``tq.async_kv_put`` in ``agent_loop_tq.py``), and
-TransferQueue's key-value API has no blocking wait on a tag. So the buffer keeps polling, but with a short
-interval that is a setting:
+verl's own agent-loop workers publish a prompt's ``finished`` status only as a TransferQueue tag
+(``tq.async_kv_put`` in ``agent_loop_tq.py``), and TransferQueue's key-value API has no blocking wait on a
+tag. So with them the buffer keeps polling, but with a short interval that is a setting:
 
 - ``trainer.v1.sampler.poll_interval`` (seconds, ``0 < value <= MAX_POLL_INTERVAL_S``): read from the
   trainer config by a wrapper around ``PPOTrainer._build_replay_buffer`` (installed on import of verl's
@@ -24,7 +23,8 @@ interval that is a setting:
 Where the agent-loop manager can tell when rollouts settle (it has a ``rollout_progress_waiter()``, as
 ``cluster=cpu``'s :class:`~fspo_verl.cpu.agent_loop.BatchedAgentLoopManager` does), the buffer waits on that
 instead of sleeping (:func:`wait_on_rollout_progress`, installed when ``PPOTrainer.fit`` gets the manager):
-it wakes as soon as a worker's prompt groups settle, and otherwise after ``poll_interval`` as before. Each
+it wakes as soon as a worker's prompt groups settle, and otherwise after max(``poll_interval``,
+:data:`PROGRESS_FALLBACK_S`). Each
 wake-up is followed by the buffer's own TransferQueue read, so what is sampled is decided as before.
 
 ``separate_async`` with ``hybrid_rollout.enable_switch`` also reads ``poll_interval`` as its "the step

@@ -20,7 +20,8 @@ The agent-loop worker knows when its prompts settle: it writes their terminal st
 On the driver, :class:`RolloutProgressWaiter` asks every worker (one Ray call each, ``wait_for_rollout_progress``)
 and returns when the first answers; :func:`fspo_verl.polling.wait_on_rollout_progress` makes the buffer wait
 on it instead of sleeping. The buffer still re-reads TransferQueue after each wake-up and at least every
-``poll_interval``: a wake-up only ends the sleep early, it never decides what is sampled.
+max(``poll_interval``, ``fspo_verl.polling.PROGRESS_FALLBACK_S``): a wake-up only ends the sleep early, it
+never decides what is sampled.
 """
 
 from __future__ import annotations
