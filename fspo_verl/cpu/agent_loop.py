@@ -532,4 +532,4 @@ class BatchedAgentLoopManager(AgentLoopManagerTQ):
 
     def rollout_progress_waiter(self) -> RolloutProgressWaiter:
         """What the replay buffer waits on between polls (:func:`fspo_verl.polling.wait_on_rollout_progress`)."""
-        return RolloutProgressWaiter(lambda: self.agent_loop_workers)
+        return RolloutProgressWaiter(lambda: getattr(self, "agent_loop_workers", None))  # none yet: a plain sleep
