@@ -8,6 +8,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# .ci/run runs the same command (pytest called directly, so that CI exits with pytest's code)
+PYTEST_CMD = $(PY) -m pytest --durations=10
 
 .PHONY: setup test demo clean
 
@@ -21,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST_CMD) $(PYTEST_ARGS)
 
 # The CPU demo: FSPO on the countdown task with a tiny local model and verl's real V1 trainer (40 steps;
 # about 3 min on an otherwise idle 2-core machine with a warm asset cache, median step ~3 s; see README).

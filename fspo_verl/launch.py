@@ -19,7 +19,7 @@ from fspo_verl.app import print_findings
 from fspo_verl.checks import Findings, run_checks
 from fspo_verl.presets import CONFIG_MODULE, GROUPS, ROOT_CONFIG, presets, with_search_path
 
-__all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "validate_main"]
+__all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "sweep_jobs", "validate_main"]
 
 
 class ComposeError(Exception):
@@ -52,19 +52,69 @@ def _compose_and_check(argv: list[str]) -> tuple[DictConfig | None, Findings]:
     return config, run_checks(config)
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def sweep_jobs(argv: list[str]) -> list[list[str]]:
+    """The jobs of a sweep written as for ``fspo-verl train -m`` (``a=x,y b=1,2``: the cartesian product), each a
+    list of overrides, in the order Hydra's basic sweeper launches them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(argv))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _resolved_yaml(config: DictConfig, found: Findings) -> str | None:
+    try:
+        return OmegaConf.to_yaml(config, resolve=True)
+    except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve is a problem too
+        found.errors.append(f"the config does not resolve: {type(err).__name__}: {err}")
+        return None
+
+
 def validate_main(argv: list[str]) -> int:
-    """Compose and check only. Prints the resolved config, or every problem found; exit 1 on any error."""
+    """Compose and check only. Prints the resolved config, or every problem found; exit 1 on any error.
+
+    With ``-m``/``--multirun`` the overrides are a sweep, as for ``fspo-verl train -m``: every job is composed and
+    checked in this one process (one import of verl and torch for the whole sweep), each job's resolved config
+    printed after a ``# job <n>: <overrides>`` line, each problem prefixed with its job.
+    """
+    if any(flag in argv for flag in MULTIRUN_FLAGS):
+        return _validate_sweep([a for a in argv if a not in MULTIRUN_FLAGS])
     config, found = _compose_and_check(argv)
     if config is not None and not found.errors:
-        try:
-            print(OmegaConf.to_yaml(config, resolve=True))
-        except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve is a problem too
-            found.errors.append(f"the config does not resolve: {type(err).__name__}: {err}")
+        text = _resolved_yaml(config, found)
+        if text is not None:
+            print(text)
     print_findings(found)
     if found.errors:
         print(f"fspo-verl validate: {len(found.errors)} problem(s) found", file=sys.stderr)
         return 1
     print("fspo-verl validate: OK", file=sys.stderr)
+    return 0
+
+
+def _validate_sweep(argv: list[str]) -> int:
+    try:
+        jobs = sweep_jobs(argv)
+    except Exception as err:  # noqa: BLE001 - Hydra's parser raises its own errors for bad sweep syntax
+        print(f"ERROR: cannot read the sweep {' '.join(argv)}: {err}", file=sys.stderr)
+        print("fspo-verl validate: 1 problem(s) found", file=sys.stderr)
+        return 1
+    problems = failing = 0
+    for num, job in enumerate(jobs):
+        config, found = _compose_and_check(job)
+        text = _resolved_yaml(config, found) if config is not None and not found.errors else None
+        if text is not None:
+            print(f"# job {num}: {' '.join(job)}\n{text}")
+        print_findings(found, prefix=f"job {num} {' '.join(job)}: ")
+        problems += len(found.errors)
+        failing += bool(found.errors)
+    if failing:
+        print(f"fspo-verl validate: {problems} problem(s) found in {failing} of {len(jobs)} job(s)", file=sys.stderr)
+        return 1
+    print(f"fspo-verl validate: OK ({len(jobs)} job(s))", file=sys.stderr)
     return 0
 
 

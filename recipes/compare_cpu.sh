@@ -13,7 +13,7 @@
 #   LENGTH_BINS  length_bins for every run, e.g. [8,16,32,64,128]  [unset: each preset's own; they must agree]
 #   OUT          output folder                            [outputs/compare_cpu]
 #   MIN_SEQS     bins with fewer sequences (all seeds and steps) stay out of the spread  [400]
-#   FSPO_VERL_COMMAND=validate   compose and check every run's config, launch nothing
+#   FSPO_VERL_COMMAND=validate   compose and check every run's config in one process, launch nothing
 # Runs one Hydra sweep over METHODS x SEEDS (fspo-verl train -m), each job in $OUT/runs/<method>_seed<k>/
 # (metrics_0.jsonl, plots_0/, tensorboard/, config_0.yaml; see fspo_verl.run_dir), then writes
 # $OUT/{clip_rate_by_length.png,reward.png,comparison.json,comparison.md}. A run starts fresh each time (no
@@ -44,15 +44,11 @@ OVERRIDES=(
 )
 
 if [ "${COMMAND}" != train ]; then
-  # compose and check each run's config, one by one (the sweep's driver runs the same checks before launching)
-  for method in ${METHODS}; do
-    for seed in ${SEEDS}; do
-      dir="${OUT}/runs/${method}/seed${seed}"
-      mkdir -p "${dir}"
-      fspo-verl "${COMMAND}" algorithm="${method}" data.seed="${seed}" "${OVERRIDES[@]}" "$@" > "${dir}/validate.txt"
-      echo "ok: ${method} seed ${seed}"
-    done
-  done
+  # compose and check every job of the sweep in one process (the sweep's driver runs the same checks before
+  # launching); each job's resolved config goes to $OUT/runs/validate.txt after a "# job <n>: <overrides>" line
+  mkdir -p "${OUT}/runs"
+  fspo-verl "${COMMAND}" -m algorithm="$(comma "${METHODS}")" data.seed="$(comma "${SEEDS}")" "${OVERRIDES[@]}" "$@" \
+    > "${OUT}/runs/validate.txt"
   exit 0
 fi
 

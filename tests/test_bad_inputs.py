@@ -1,6 +1,6 @@
 """Every bad input of the corpus (tests/_bad_inputs.py) is rejected in the driver, before Ray starts.
 
-For each row: ``fspo-verl validate`` exits 1 in under 15 s, an ``ERROR`` line names the row's key as
+For each row: ``fspo-verl validate`` exits 1 within 15 CPU seconds of this process, an ``ERROR`` line names the row's key as
 ``key=value``, and Ray was never started (``ray.init`` is replaced by a recorder, and no Ray process is
 left as a child). A few rows also run in a subprocess, and three through ``fspo-verl train``, whose
 positive control (a good config) shows that the recorder does see ``train`` start Ray.
@@ -24,6 +24,9 @@ from _no_ray_cli import RAY_STARTED
 from fspo_verl.cli import main as cli
 
 HERE = Path(__file__).parent
+#: CPU seconds (this process, all threads) for one in-process validate of a bad input: a bound against a check that
+#: does real work (starts Ray, loads a model, reads a dataset in full). CPU time, not wall-clock, so that a busy
+#: machine slows the test without failing it.
 LIMIT_S = 15.0
 #: a fresh ``fspo-verl validate`` process, imports included. A bound against a validate that does real work
 #: (starts Ray, loads a model, reads a dataset in full), not a speed target: importing verl and torch alone
@@ -81,15 +84,15 @@ def test_validate_rejects_in_the_driver(row, bad_dir, warm, ray_recorder, monkey
     for name, value in row.env.items():
         monkeypatch.setenv(name, value)
     capsys.readouterr()
-    start = time.perf_counter()
+    start = time.process_time()
     status = cli(["validate", *_args(row, bad_dir)])
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     errors = _errors(capsys.readouterr().err)
     assert status == 1, f"{row.name}: accepted"
     named = [e for e in errors if f"{row.key}=" in e]
     assert named, f"{row.name}: no error names {row.key}:\n" + "\n".join(errors)
     assert any("Fix:" in e for e in named), named
-    assert elapsed < LIMIT_S, f"{row.name}: {elapsed:.1f} s"
+    assert elapsed < LIMIT_S, f"{row.name}: {elapsed:.1f} CPU s"
 
 
 def _subprocess(command: str, row, bad_dir: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path, float]:

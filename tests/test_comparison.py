@@ -140,8 +140,11 @@ def test_recipe_composes_every_run_with_the_same_seed_steps_and_bins(tmp_path):
            "METHODS": "fspo grpo", "SEEDS": "7", "STEPS": "3", "LENGTH_BINS": "[2,3]", "OUT": str(tmp_path)}  # fmt: skip
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for method, loss in (("fspo", "fspo"), ("grpo", "vanilla")):
-        resolved = (tmp_path / "runs" / method / "seed7" / "validate.txt").read_text()
+    assert "fspo-verl validate: OK (2 job(s))" in proc.stderr
+    jobs = (tmp_path / "runs" / "validate.txt").read_text().split("# job ")[1:]
+    assert [job.splitlines()[0].split()[:3] for job in jobs] == [["0:", "algorithm=fspo", "data.seed=7"],
+                                                                 ["1:", "algorithm=grpo", "data.seed=7"]]
+    for resolved, loss in zip(jobs, ("fspo", "vanilla")):
         assert f"loss_mode: {loss}" in resolved and "length_bins:\n      - 2\n      - 3\n" in resolved
         assert "total_training_steps: 3" in resolved and "  seed: 7\n" in resolved
 

@@ -130,6 +130,30 @@ def test_validate_still_lists_every_problem(capsys):
     assert status == 1 and err.count("ERROR:") >= 2 and "problem(s) found" in err
 
 
+def test_validate_checks_a_sweep_in_one_process_job_by_job(capsys):
+    """``validate -m`` expands the sweep exactly as ``train -m`` does and names the failing job."""
+    from fspo_verl.launch import sweep_jobs
+
+    assert sweep_jobs(["algorithm=fspo,grpo", "data.seed=1,2", "trainer.total_training_steps=3"]) == [
+        ["algorithm=fspo", "data.seed=1", "trainer.total_training_steps=3"],
+        ["algorithm=fspo", "data.seed=2", "trainer.total_training_steps=3"],
+        ["algorithm=grpo", "data.seed=1", "trainer.total_training_steps=3"],
+        ["algorithm=grpo", "data.seed=2", "trainer.total_training_steps=3"],
+    ]
+    assert cli(["validate", "-m", "algorithm=fspo,grpo", "data.seed=1,2"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("# job ") == 4 and "# job 3: algorithm=grpo data.seed=2\n" in out
+    assert "fspo-verl validate: OK (4 job(s))" in err
+
+    assert cli(["validate", "--multirun", *BAD_SWEEP]) == 1
+    err = capsys.readouterr().err
+    assert "job 0 algorithm=opo actor_rollout_ref.actor.ppo_epochs=2: ERROR: actor_rollout_ref.actor.ppo_epochs=2" in err
+    assert "in 1 of 2 job(s)" in err
+
+    assert cli(["validate", "-m", "algorithm=fspo,,"]) == 1
+    assert "ERROR: cannot read the sweep algorithm=fspo,," in capsys.readouterr().err
+
+
 def test_list_still_works(capsys):
     assert cli(["list"]) == 0
     assert "algorithm=" in capsys.readouterr().out

@@ -13,6 +13,10 @@ from fspo_verl.cpu.bursts import QuietWindowBatches
 from fspo_verl.cpu.rollout_progress import GeneratingSessions, RolloutProgress, current_ticket, tasks_of
 from fspo_verl.cpu.status_writes import BatchedStatuses, status_groups
 
+#: the timeout of the waits below: a wake-up on progress must come well before it. Long, so that a busy machine
+#: (a waiter scheduled late) cannot be mistaken for a wait that ran to its timeout.
+WAIT_S = 30.0
+
 
 def test_status_groups_by_hand() -> None:
     items = [("a", "train", {}), ("b", "val", {}), ("c", "train", {}), ("a", "train", {}), ("d", "train", {})]
@@ -61,7 +65,7 @@ def test_batched_statuses_write_a_burst_once_and_fail_each_waiter_of_a_failed_wr
 def test_progress_wakes_when_the_worker_is_idle_not_at_the_timeout() -> None:
     async def main():
         progress = RolloutProgress()
-        seen = await progress.wait(None, 5.0)  # a first look returns at once
+        seen = await progress.wait(None, WAIT_S)  # a first look returns at once
         for _ in range(3):
             progress.start()
 
@@ -72,13 +76,13 @@ def test_progress_wakes_when_the_worker_is_idle_not_at_the_timeout() -> None:
 
         task = asyncio.create_task(settle_later())
         start = time.monotonic()
-        settled = await progress.wait(seen, 5.0)
+        settled = await progress.wait(seen, WAIT_S)
         await task
         return seen, settled, time.monotonic() - start
 
     seen, settled, waited = asyncio.run(main())
     assert (seen, settled) == (0, 3)
-    assert 0.04 <= waited < 1.0  # woke on the settles, far before the 5-s timeout
+    assert 0.04 <= waited < WAIT_S / 2  # woke on the settles, not at the timeout
 
 
 def test_progress_waits_out_a_burst_while_groups_are_in_flight_and_times_out_without_progress() -> None:
@@ -87,7 +91,7 @@ def test_progress_waits_out_a_burst_while_groups_are_in_flight_and_times_out_wit
         progress.start(), progress.start()
         progress.settle()  # one group settled, one still in flight: the quiet rule applies
         start = time.monotonic()
-        first = await progress.wait(0, 5.0)
+        first = await progress.wait(0, WAIT_S)
         quiet = time.monotonic() - start
         start = time.monotonic()
         second = await progress.wait(first, 0.1)  # nothing settles: the timeout
@@ -95,7 +99,7 @@ def test_progress_waits_out_a_burst_while_groups_are_in_flight_and_times_out_wit
 
     first, quiet, second, timed_out = asyncio.run(main())
     assert first == 1 and second == 1
-    assert 0.0 <= quiet < 1.0 and 0.09 <= timed_out < 1.0
+    assert 0.0 <= quiet < WAIT_S / 2 and 0.09 <= timed_out < WAIT_S / 2
 
 
 def test_session_tickets_count_sessions_until_they_finish_or_their_group_closes() -> None:
@@ -127,7 +131,7 @@ def test_flush_now_ends_a_burst_without_waiting_out_the_window() -> None:
         async def handle(batch):
             got.append((list(batch), time.monotonic()))
 
-        bursts = QuietWindowBatches(5.0, 100, handle)
+        bursts = QuietWindowBatches(WAIT_S, 100, handle)
         start = time.monotonic()
         for i in range(3):
             bursts.add(i)
@@ -137,7 +141,7 @@ def test_flush_now_ends_a_burst_without_waiting_out_the_window() -> None:
         return got, start
 
     got, start = asyncio.run(main())
-    assert got[0][0] == [0, 1, 2] and got[0][1] - start < 1.0  # not the 5-s window
+    assert got[0][0] == [0, 1, 2] and got[0][1] - start < WAIT_S / 2  # not at the end of the window
 
 
 def test_the_in_loop_merge_equals_verls_merge(tmp_path) -> None:
