@@ -49,6 +49,27 @@ def fspo_actor_config():
     return actor_config([FSPO_TARGET, "actor_rollout_ref.actor.policy_loss.loss_mode=fspo"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def demo_cache(tmp_path_factory) -> Path:
+    """One cache of the demo's assets (two warm-started tiny models, the task parquets) for the whole session.
+
+    Building it is two supervised passes (about 30 s on 2 cores); every test that runs or composes the demo (the e2e
+    runs, the Ray, SLURM and submitit jobs, the recipes' validation, ``fspo_verl.demo.ensure_assets()`` with its
+    default) reads it through ``FSPO_VERL_CACHE``, so it is built once, lazily, by the first one that needs it,
+    instead of once per module or job. Set here for the session, so a developer's own ``~/.cache/fspo_verl`` is
+    never read or written. ``tests/test_cpu_demo.py`` builds its own copy: it tests the building.
+    """
+    root = tmp_path_factory.getbasetemp() / "fspo_verl_cache"
+    root.mkdir(exist_ok=True)
+    saved = os.environ.get("FSPO_VERL_CACHE")
+    os.environ["FSPO_VERL_CACHE"] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop("FSPO_VERL_CACHE", None)
+    else:
+        os.environ["FSPO_VERL_CACHE"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

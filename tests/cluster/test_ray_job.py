@@ -55,7 +55,7 @@ def submit(cluster, run_dir: Path, steps: int, metrics: Path, submission_id: str
         NO_WAIT="1",
         SUBMISSION_ID=submission_id,
         STAGING_DIR=str(run_dir / f"stage-{submission_id}"),
-        FSPO_VERL_CACHE=str(run_dir / "cache"),
+        FSPO_VERL_CACHE=os.environ["FSPO_VERL_CACHE"],  # the session's demo assets (tests/conftest.py)
         FSPO_VERL_FORWARD_ENV="FSPO_VERL_CACHE",
     )
     # the job's driver is fspo-verl's Hydra app: its run directory (hydra.run.dir) holds metrics_<n>.jsonl,

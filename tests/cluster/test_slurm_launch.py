@@ -54,9 +54,10 @@ CANCELLED_WITHIN_S = 60
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """The tiny model and data, built once by the first job's driver (fspo_verl.demo.ensure_assets)."""
-    return tmp_path_factory.mktemp("fspo_cpu_cache")
+def cache_dir(demo_cache) -> Path:
+    """The tiny model and data: the session's demo assets (tests/conftest.py), built by the first job's driver
+    (fspo_verl.demo.ensure_assets) if no earlier test needed them."""
+    return demo_cache
 
 
 class Job:

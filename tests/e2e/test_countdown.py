@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 DATA = "countdown_cpu"
 
 
-def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory):
+def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, demo_cache):
     task = task_policy_loss(DATA)
     extra = [
         *FSPO,
@@ -25,7 +25,7 @@ def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory):
         "trainer.test_freq=2",
     ]
     run_dir = tmp_path_factory.mktemp("countdown_run")
-    result = run_cpu_demo(run_dir, tmp_path_factory.mktemp("countdown_cache"), steps=2, extra=extra, data=DATA)
+    result = run_cpu_demo(run_dir, demo_cache, steps=2, extra=extra, data=DATA)
     assert_succeeded(result)
     assert sorted(result.metrics) == [1, 2]
     seqs = [f"actor/fspo/seqs_len_{name.removeprefix('len_')}" for name in bin_names(task["length_bins"])]

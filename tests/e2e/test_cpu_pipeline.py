@@ -22,8 +22,8 @@ def length_bin_keys(loss: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fspo_cpu_cache")
+def cache_dir(demo_cache) -> Path:
+    return demo_cache  # the session's demo assets (tests/conftest.py)
 
 
 def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):

@@ -39,8 +39,8 @@ SWEEP_TIMEOUT_S = 1100
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fspo_cpu_cache")
+def cache_dir(demo_cache) -> Path:
+    return demo_cache  # the session's demo assets (tests/conftest.py)
 
 
 def fspo_verl_train(args: list[str], cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
