@@ -57,7 +57,7 @@ def demo_cache(tmp_path_factory) -> Path:
     runs, the Ray, SLURM and submitit jobs, the recipes' validation, ``fspo_verl.demo.ensure_assets()`` with its
     default) reads it through ``FSPO_VERL_CACHE``, so it is built once, lazily, by the first one that needs it,
     instead of once per module or job. Set here for the session, so a developer's own ``~/.cache/fspo_verl`` is
-    never read or written. ``tests/test_cpu_demo.py`` builds its own copy: it tests the building.
+    never read or written.
     """
     root = tmp_path_factory.getbasetemp() / "fspo_verl_cache"
     root.mkdir(exist_ok=True)

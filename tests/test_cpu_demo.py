@@ -28,8 +28,8 @@ def _bin_counts(lengths: list[int]) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return ensure_assets(tmp_path_factory.mktemp("cache"))
+def assets(demo_cache):
+    return ensure_assets(demo_cache)  # the session's cache (tests/conftest.py): built here if no test needed it yet
 
 
 def test_assets_are_built_once_and_cached(assets, tmp_path_factory):
