@@ -19,7 +19,7 @@ from fspo_verl.app import print_findings
 from fspo_verl.checks import Findings, run_checks
 from fspo_verl.presets import CONFIG_MODULE, GROUPS, ROOT_CONFIG, presets, with_search_path
 
-__all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "validate_main"]
+__all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "validate", "validate_main"]
 
 
 class ComposeError(Exception):
@@ -44,22 +44,29 @@ def compose(overrides: list[str]) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
-def _compose_and_check(argv: list[str]) -> tuple[DictConfig | None, Findings]:
+def validate(overrides: list[str]) -> tuple[str | None, Findings]:
+    """What ``fspo-verl validate OVERRIDES`` finds, in this process: (the resolved config as YAML, or None when
+    it has errors; every problem). Several override sets can be validated in one process with one import of
+    verl (tests/test_preset_pairs.py checks every algorithm x data pair this way)."""
     try:
-        config = compose(argv)
+        config = compose(overrides)
     except ComposeError as err:
         return None, Findings(errors=[str(err)])
-    return config, run_checks(config)
+    found = run_checks(config)
+    if found.errors:
+        return None, found
+    try:
+        return OmegaConf.to_yaml(config, resolve=True), found
+    except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve is a problem too
+        found.errors.append(f"the config does not resolve: {type(err).__name__}: {err}")
+        return None, found
 
 
 def validate_main(argv: list[str]) -> int:
     """Compose and check only. Prints the resolved config, or every problem found; exit 1 on any error."""
-    config, found = _compose_and_check(argv)
-    if config is not None and not found.errors:
-        try:
-            print(OmegaConf.to_yaml(config, resolve=True))
-        except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve is a problem too
-            found.errors.append(f"the config does not resolve: {type(err).__name__}: {err}")
+    resolved, found = validate(argv)
+    if resolved is not None:
+        print(resolved)
     print_findings(found)
     if found.errors:
         print(f"fspo-verl validate: {len(found.errors)} problem(s) found", file=sys.stderr)
