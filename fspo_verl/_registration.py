@@ -21,6 +21,7 @@ CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages", "fspo_verl.downsampl
 
 #: modules with a ``register()`` function, imported and called in order; failures are recorded, not raised
 OPTIONAL_COMPONENTS: tuple[str, ...] = (
+    "fspo_verl.pods_config",  # ${fspo_mini_batch:P}: the data presets' mini-batch, fitted to PODS/GFPO's kept samples
     "fspo_verl.polling",  # trainer.v1.sampler.poll_interval on every V1 replay buffer (no 2-s wait per step)
     "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
     "fspo_verl.diagnostics.loss_hook",  # per-length-bin clip counts for verl's built-in losses (ppo_loss lookup)
@@ -74,6 +75,15 @@ def _replay_buffers() -> set[str]:
     return {name for name in (pods.SYNC_CLASS, pods.ASYNC_CLASS) if hasattr(pods, name)}
 
 
+def _resolvers() -> set[str]:
+    from omegaconf import OmegaConf
+
+    from fspo_verl.demo import RESOLVER as DEMO_ASSET
+    from fspo_verl.pods_config import MINI_BATCH_RESOLVER
+
+    return {name for name in (DEMO_ASSET, MINI_BATCH_RESOLVER) if OmegaConf.has_resolver(name)}
+
+
 def _loss_hooks() -> set[str]:
     # The hook patches ppo_loss's module when it is imported; import it as an actor worker does.
     import verl.workers.utils.losses  # noqa: F401
@@ -93,6 +103,7 @@ REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "downsampler": _downsamplers,
     "replay_buffer": _replay_buffers,
     "loss_hook": _loss_hooks,
+    "resolver": _resolvers,
 }
 
 #: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
@@ -111,6 +122,8 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("replay_buffer", "PODSReplayBuffer"),
     ("replay_buffer", "PODSReplayBufferAsync"),
     ("loss_hook", "length_bins"),  # per-bin clip counts for verl's built-in losses, around ppo_loss's lookup
+    ("resolver", "fspo_demo_asset"),  # the CPU demo's model and data paths (fspo_verl.demo)
+    ("resolver", "fspo_mini_batch"),  # the data presets' ppo_mini_batch_size (fspo_verl.pods_config)
 )
 
 

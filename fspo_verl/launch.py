@@ -19,7 +19,7 @@ from fspo_verl.app import print_findings
 from fspo_verl.checks import Findings, run_checks
 from fspo_verl.presets import CONFIG_MODULE, GROUPS, ROOT_CONFIG, presets, with_search_path
 
-__all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "sweep_jobs", "validate_main"]
+__all__ = ["GROUPS", "ComposeError", "compose", "list_main", "presets", "sweep_jobs", "validate", "validate_main"]
 
 
 class ComposeError(Exception):
@@ -44,12 +44,22 @@ def compose(overrides: list[str]) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
-def _compose_and_check(argv: list[str]) -> tuple[DictConfig | None, Findings]:
+def validate(overrides: list[str]) -> tuple[str | None, Findings]:
+    """What ``fspo-verl validate OVERRIDES`` finds, in this process: (the resolved config as YAML, or None when
+    it has errors; every problem). Several override sets can be validated in one process with one import of
+    verl (``validate -m``; tests/test_preset_pairs.py checks every algorithm x data pair this way)."""
     try:
-        config = compose(argv)
+        config = compose(overrides)
     except ComposeError as err:
         return None, Findings(errors=[str(err)])
-    return config, run_checks(config)
+    found = run_checks(config)
+    if found.errors:
+        return None, found
+    try:
+        return OmegaConf.to_yaml(config, resolve=True), found
+    except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve is a problem too
+        found.errors.append(f"the config does not resolve: {type(err).__name__}: {err}")
+        return None, found
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -65,14 +75,6 @@ def sweep_jobs(argv: list[str]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def _resolved_yaml(config: DictConfig, found: Findings) -> str | None:
-    try:
-        return OmegaConf.to_yaml(config, resolve=True)
-    except Exception as err:  # noqa: BLE001 - an interpolation that cannot resolve is a problem too
-        found.errors.append(f"the config does not resolve: {type(err).__name__}: {err}")
-        return None
-
-
 def validate_main(argv: list[str]) -> int:
     """Compose and check only. Prints the resolved config, or every problem found; exit 1 on any error.
 
@@ -82,11 +84,9 @@ def validate_main(argv: list[str]) -> int:
     """
     if any(flag in argv for flag in MULTIRUN_FLAGS):
         return _validate_sweep([a for a in argv if a not in MULTIRUN_FLAGS])
-    config, found = _compose_and_check(argv)
-    if config is not None and not found.errors:
-        text = _resolved_yaml(config, found)
-        if text is not None:
-            print(text)
+    resolved, found = validate(argv)
+    if resolved is not None:
+        print(resolved)
     print_findings(found)
     if found.errors:
         print(f"fspo-verl validate: {len(found.errors)} problem(s) found", file=sys.stderr)
@@ -104,10 +104,9 @@ def _validate_sweep(argv: list[str]) -> int:
         return 1
     problems = failing = 0
     for num, job in enumerate(jobs):
-        config, found = _compose_and_check(job)
-        text = _resolved_yaml(config, found) if config is not None and not found.errors else None
-        if text is not None:
-            print(f"# job {num}: {' '.join(job)}\n{text}")
+        resolved, found = validate(job)
+        if resolved is not None:
+            print(f"# job {num}: {' '.join(job)}\n{resolved}")
         print_findings(found, prefix=f"job {num} {' '.join(job)}: ")
         problems += len(found.errors)
         failing += bool(found.errors)

@@ -5,6 +5,11 @@ driver without loading the buffers (and without an import cycle). ``check_downsa
 list[str]`` returns one full message per problem (key, bad value, corrected value);
 ``validate_downsampling_config(config)`` raises ``DownsamplingConfigError`` with all of them. Call either
 before any Ray worker starts.
+
+The data presets give ``actor_rollout_ref.actor.ppo_mini_batch_size`` as ``${fspo_mini_batch:P}`` (P prompts per
+update): :func:`derived_mini_batch_size` turns P into the value that fits the down-sampled step, so every
+algorithm preset composes with every data preset without a hand-set mini-batch. :func:`register` makes the
+resolver known in every verl process (``fspo_verl._registration``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from fspo_verl.config_lookup import config_value
 from fspo_verl.downsampling import DOWNSAMPLERS, MIN_KEEP
 
 KWARGS_KEY = "trainer.v1.sampler.sampler_kwargs"
+#: ``${fspo_mini_batch:P}``: the ppo_mini_batch_size of P prompts per update, after down-sampling
+MINI_BATCH_RESOLVER = "fspo_mini_batch"
 MODULE_PATHS = ("pkg://fspo_verl.pods", "pkg://fspo_verl/pods")
 SYNC_CLASS, ASYNC_CLASS = "PODSReplayBuffer", "PODSReplayBufferAsync"
 
@@ -103,6 +110,38 @@ def corrected_mini_batch_size(prompts_per_step: int, n: int, keep: int, current:
     return min(valid, key=lambda v: (abs(v - target), -v))
 
 
+def _prompts_per_sample(config: DictConfig) -> tuple[int, int]:
+    """(prompts per sample() call, parameter_sync_step): train_batch_size / parameter_sync_step in the async modes."""
+    mode = config_value(config, "trainer.v1.trainer_mode", "sync")
+    sync_step = int(config_value(config, f"trainer.v1.{mode}.parameter_sync_step", 1) or 1)
+    return int(config_value(config, "data.train_batch_size")) // sync_step, sync_step
+
+
+def derived_mini_batch_size(prompts_per_update: int, *, _root_: DictConfig) -> int:
+    """``${fspo_mini_batch:P}``: ``ppo_mini_batch_size`` for P prompts per optimizer update.
+
+    verl multiplies ppo_mini_batch_size by n, but after keeping m of n responses a prompt holds m samples, so
+    P prompts per update need P*m/n (``corrected_mini_batch_size``: that, or the value nearest it whose n-multiple
+    divides the step's prompts*m samples). Without down-sampling, or with settings the driver check rejects
+    (keep unset or >= n; no value fits), it is P itself, and the check names the problem.
+    """
+    if not pods_enabled(_root_):
+        return prompts_per_update
+    keep = config_value(_root_, f"{KWARGS_KEY}.keep")
+    n = config_value(_root_, "actor_rollout_ref.rollout.n")
+    if isinstance(keep, bool) or not isinstance(keep, int) or not isinstance(n, int) or not 1 <= keep < n:
+        return prompts_per_update
+    prompts, _ = _prompts_per_sample(_root_)
+    fixed = corrected_mini_batch_size(prompts, n, keep, prompts_per_update)
+    return prompts_per_update if fixed is None else fixed
+
+
+def register() -> None:
+    """Register ``${fspo_mini_batch:P}`` with OmegaConf (idempotent)."""
+    if not OmegaConf.has_resolver(MINI_BATCH_RESOLVER):
+        OmegaConf.register_new_resolver(MINI_BATCH_RESOLVER, derived_mini_batch_size)
+
+
 def check_downsampling_config(config: DictConfig) -> list[str]:
     """Problems with the PODS settings of a composed verl config; empty when PODS is off or correct.
 
@@ -163,7 +202,7 @@ def check_downsampling_config(config: DictConfig) -> list[str]:
 
     problems += _dapo_problems(config, settings, mode)
     if keep < n:
-        problems += _geometry_problems(config, n, keep, mode)
+        problems += _geometry_problems(config, n, keep)
     return problems
 
 
@@ -192,11 +231,10 @@ def _dapo_problems(config: DictConfig, settings: DownsamplingSettings, mode: str
     return problems
 
 
-def _geometry_problems(config: DictConfig, n: int, keep: int, mode: str) -> list[str]:
+def _geometry_problems(config: DictConfig, n: int, keep: int) -> list[str]:
     """After down-sampling a step holds prompts*keep samples; each mini-batch must divide it exactly."""
     tbs = int(config_value(config, "data.train_batch_size"))
-    sync_step = int(config_value(config, f"trainer.v1.{mode}.parameter_sync_step", 1) or 1)
-    prompts = tbs // sync_step  # prompts per sample() call
+    prompts, sync_step = _prompts_per_sample(config)
     samples = prompts * keep
     problems = []
     roles = [("actor_rollout_ref.actor", True)]

@@ -18,6 +18,8 @@ from fspo_verl.run_dir import reserve_run
 
 #: per run: startup (~45 s on 2 idle cores) + a few steps; generous because CI machines are shared
 RUN_TIMEOUT_S = 420
+#: ``fspo-verl train``: a run, or a sweep of a few one-step jobs
+TRAIN_TIMEOUT_S = 1100
 
 FSPO = [
     "algorithm.adv_estimator=grpo",
@@ -59,6 +61,15 @@ def run_cpu_demo(
     log = Path(env["VERL_FILE_LOGGER_PATH"])
     metrics = read_run(log) if log.exists() else {}
     return RunResult(proc.returncode, proc.stdout + proc.stderr, metrics, run_dir)
+
+
+def fspo_verl_train(args: list[str], cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    """``fspo-verl train ARGS`` (the Hydra application, as a user runs it) in ``cwd``; its output in output.log."""
+    env = {**os.environ, "FSPO_VERL_CACHE": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "fspo_verl.cli", "train", *args], check=False, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
+    (cwd / "output.log").write_text(proc.stdout + proc.stderr)
+    return proc
 
 
 def assert_succeeded(result: RunResult) -> None:

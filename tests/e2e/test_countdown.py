@@ -1,21 +1,29 @@
 """End to end on CPU: the default demo task (data=countdown_cpu) through verl's real V1 trainer, with FSPO at
 the band and length bins the preset sets. Two steps: the answers' lengths fill most length bins in every step,
-and the warm-started model earns a reward that is neither ~0 nor ~1."""
+and the warm-started model earns a reward that is neither ~0 nor ~1. And ``fspo-verl train algorithm=pods``
+on it, as a user launches it, with the mini-batch derived from n and keep."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from e2e.cpu_run import FSPO, assert_finite, assert_succeeded, run_cpu_demo
+from e2e.cpu_run import FSPO, assert_finite, assert_succeeded, fspo_verl_train, run_cpu_demo
 from fspo_verl.demo.overrides import task_policy_loss
 from fspo_verl.diagnostics.length_bins import bin_names
+from fspo_verl.diagnostics.run_log import read_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DATA = "countdown_cpu"
 
 
-def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, demo_cache):
+@pytest.fixture(scope="module")
+def cache_dir(demo_cache):
+    return demo_cache  # the session's demo assets (tests/conftest.py)
+
+
+def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, cache_dir):
     task = task_policy_loss(DATA)
     extra = [
         *FSPO,
@@ -25,7 +33,7 @@ def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, demo
         "trainer.test_freq=2",
     ]
     run_dir = tmp_path_factory.mktemp("countdown_run")
-    result = run_cpu_demo(run_dir, demo_cache, steps=2, extra=extra, data=DATA)
+    result = run_cpu_demo(run_dir, cache_dir, steps=2, extra=extra, data=DATA)
     assert_succeeded(result)
     assert sorted(result.metrics) == [1, 2]
     seqs = [f"actor/fspo/seqs_len_{name.removeprefix('len_')}" for name in bin_names(task["length_bins"])]
@@ -40,3 +48,23 @@ def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, demo
         assert metrics["response_length/max"] <= 160
     val = [key for key in result.metrics[2] if key.startswith("val-core/fspo_countdown/")]
     assert val and all(0.0 <= result.metrics[2][key] <= 1.0 for key in val), val
+
+
+def test_the_pods_preset_trains_on_the_default_task(tmp_path, cache_dir):
+    """algorithm=pods (64 samples per prompt, keep the 16 of maximal reward variance) on countdown, which the
+    driver rejected while the task's mini-batch was a hand-set 8: 8 prompts x 16 kept = 128 samples per update
+    need ppo_mini_batch_size = 8 x 16 / 64 = 2, two updates per step, as without down-sampling."""
+    run = tmp_path / "run"
+    proc = fspo_verl_train(["algorithm=pods", "trainer.total_training_steps=2", "trainer.val_before_train=false",
+                            "trainer.test_freq=-1", "trainer.save_freq=-1", f"hydra.run.dir={run}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    config = yaml.safe_load((run / "config_0.yaml").read_text())
+    assert config["actor_rollout_ref"]["actor"]["ppo_mini_batch_size"] == 2
+    metrics = read_run(run / "metrics_0.jsonl")
+    assert sorted(metrics) == [1, 2]
+    prompts, n, keep = config["data"]["train_batch_size"], 64, 16
+    for step in (1, 2):
+        values = metrics[step]
+        assert values["pods/kept"] == prompts * keep and values["pods/dropped"] == prompts * (n - keep)
+        assert values["pods/group_reward_var_after"] >= values["pods/group_reward_var_before"] - 1e-9
+        assert 0.0 < values["critic/score/mean"] < 1.0

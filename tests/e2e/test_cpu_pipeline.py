@@ -152,8 +152,9 @@ def test_pods_downsampling_keeps_m_of_n(tmp_path, cache_dir):
         "trainer.v1.sampler.custom_sampler.name=PODSReplayBuffer",
         "+trainer.v1.sampler.sampler_kwargs.rule=max_variance",
         f"+trainer.v1.sampler.sampler_kwargs.keep={keep}",
-        # two updates per step on the kept samples: prompts_per_update * keep / n
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={prompts // 2 * keep // n}",
+        # no ppo_mini_batch_size: the data preset's ${fspo_mini_batch:16} derives 16 x keep / n = 8 (four updates
+        # of 16 prompts' kept samples) in verl's own entry point too
+        f"actor_rollout_ref.rollout.n={n}",
         f"data.train_batch_size={prompts}",
         "trainer.val_before_train=false",
     ]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from e2e.cpu_run import fspo_verl_train
 from fspo_verl.demo import ensure_assets
 from fspo_verl.diagnostics.run_log import read_run
 
@@ -35,20 +35,11 @@ LEAN = [
     "actor_rollout_ref.actor.ppo_mini_batch_size=16",
     "actor_rollout_ref.rollout.n=4",
 ]
-SWEEP_TIMEOUT_S = 1100
 
 
 @pytest.fixture(scope="module")
 def cache_dir(demo_cache) -> Path:
     return demo_cache  # the session's demo assets (tests/conftest.py)
-
-
-def fspo_verl_train(args: list[str], cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FSPO_VERL_CACHE": str(cache_dir)}
-    proc = subprocess.run([sys.executable, "-m", "fspo_verl.cli", "train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
-    (cwd / "output.log").write_text(proc.stdout + proc.stderr)
-    return proc
 
 
 def test_two_job_sweep_basic_launcher(tmp_path, cache_dir):
