@@ -11,7 +11,7 @@ import torch
 
 from fspo_verl.cpu import hf_server
 from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
-from fspo_verl.cpu.hf_replica import server_options
+from fspo_verl.cpu.hf_replica import server_runtime_env
 from fspo_verl.cpu.hf_server import SharedDeviceTensor, rollout_dtype, server_placement, wire_nbytes, wire_tensor
 from fspo_verl.demo.model import build_model, build_tokenizer, write_model
 
@@ -120,8 +120,12 @@ def test_the_server_writes_shared_and_host_tensors_into_its_parameters(tmp_path,
     assert all(p.dtype == torch.bfloat16 and bool((p == 0.5).all()) for p in server._params.values())
 
 
-def test_the_replica_places_a_gpu_server_as_verl_places_vllms():
-    assert server_options("cpu", [["0"]]) == ({}, None)
-    runtime_env, visible = server_options("cuda", [["3"], ["5"]])
-    assert visible == "3,5"  # the first worker's device becomes the server's cuda:0
-    assert runtime_env["env_vars"]["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] == "1"
+def test_the_replica_places_a_gpu_server_as_verl_places_vllms(monkeypatch):
+    import verl.plugin.platform as platforms
+    from verl.plugin.platform.platform_cuda import PlatformCUDA
+
+    monkeypatch.setattr(platforms, "get_platform", lambda: PlatformCUDA())  # whatever this process selected
+    assert server_runtime_env("cpu", [["0"]]) == {}
+    env_vars = server_runtime_env("cuda", [["3"], ["5"]])["env_vars"]
+    assert env_vars["CUDA_VISIBLE_DEVICES"] == "3,5"  # the first worker's device becomes the server's cuda:0
+    assert env_vars["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] == "1"  # Ray leaves it as given

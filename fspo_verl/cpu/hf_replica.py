@@ -6,11 +6,12 @@ node. The actor name ``hf_server_<replica>_<node>`` is how the in-worker adapter
 (:mod:`fspo_verl.cpu.hf_rollout`). Control calls (wake_up, sleep, abort, resume) fan out through the base
 class.
 
-On an accelerator platform (verl's ``get_device_name()`` is not ``cpu``) the server is placed as verl places
-its vLLM server: Ray is told not to set the server's visible devices (the platform's
-``RAY_EXPERIMENTAL_NOSET_*`` variables) and the server makes its node's workers' accelerators visible itself,
-the first worker's first, where it loads the model (:func:`fspo_verl.cpu.hf_server.server_placement`). The
-server claims no GPU of Ray's: it shares the workers' GPUs, as a hybrid vLLM server does.
+On an accelerator platform (verl's ``get_device_name()`` is not ``cpu``) the server sees its node's workers'
+accelerators, as verl's vLLM server does: Ray is told not to set its visible devices (the platform's
+``RAY_EXPERIMENTAL_NOSET_*`` variables) and the workers' accelerator ids, the first worker's first, are in its
+environment from the start (``runtime_env``; set later, a CUDA runtime already initialised would ignore them),
+so its device 0, where it loads the model (:func:`fspo_verl.cpu.hf_server.server_placement`), is the first
+worker's. The server claims no GPU of Ray's: it shares the workers' GPUs, as a hybrid vLLM server does.
 """
 
 from __future__ import annotations
@@ -37,17 +38,20 @@ def _node_and_accelerators(worker_self) -> tuple[str, list[str]]:
     return context.get_node_id(), [str(i) for i in context.get_accelerator_ids().get(get_resource_name(), [])]
 
 
-def server_options(device_name: str, node_accelerators: list[list[str]]) -> tuple[dict, str | None]:
-    """(runtime_env, visible devices) for a node's server: none on cpu; on an accelerator, the platform's
-    NOSET variables and the node's workers' accelerator ids, in worker order (the first is the server's device 0)."""
+def server_runtime_env(device_name: str, node_accelerators: list[list[str]]) -> dict:
+    """Ray ``runtime_env`` of a node's server: none on cpu; on an accelerator, the platform's NOSET variables
+    and its visible-devices variable set to the node's workers' accelerator ids, in worker order (the first is
+    the server's device 0)."""
     if device_name == "cpu":
-        return {}, None
+        return {}
     from verl.plugin.platform import get_platform
 
     platform = get_platform()
     env_vars = {**{var: "1" for var in platform.ray_noset_envvars()}, **platform.rollout_env_vars()}
-    ids = [i for ids in node_accelerators for i in ids]
-    return {"env_vars": env_vars}, (",".join(dict.fromkeys(ids)) or None)
+    ids = list(dict.fromkeys(i for ids in node_accelerators for i in ids))
+    if ids:
+        env_vars[platform.visible_devices_envvar()] = ",".join(ids)
+    return {"env_vars": env_vars}
 
 
 class HFReplica(RolloutReplica):
@@ -71,7 +75,7 @@ class HFReplica(RolloutReplica):
         server_cls = ray.remote(HFRolloutServer)
         for node_rank in range(self.nnodes):
             first = node_rank * self.gpus_per_replica_node
-            runtime_env, visible = server_options(
+            runtime_env = server_runtime_env(
                 device_name, [ids for _, ids in infos[first : first + self.gpus_per_replica_node]]
             )
             options = {"runtime_env": runtime_env} if runtime_env else {}
@@ -81,8 +85,7 @@ class HFReplica(RolloutReplica):
                 num_cpus=0,  # the workers hold the logical CPUs; the server only sleeps between batches
                 max_concurrency=self.max_concurrency,
                 **options,
-            ).remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank,
-                     node_rank=node_rank, visible_devices=visible)  # fmt: skip
+            ).remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank, node_rank=node_rank)
             self.servers.append(server)
         await asyncio.gather(*[server.get_global_steps.remote() for server in self.servers])  # wait until loaded
         self._server_handle = self.servers[0]

@@ -15,7 +15,7 @@ The server starts from the checkpoint on disk; the step-0 sync overwrites it bef
 Device and dtype (:func:`server_placement`): on verl's ``cpu`` platform the model lives on the CPU in float32
 with one torch thread (it shares the cores with the FSDP workers). On any other platform verl knows
 (``verl.utils.device.get_device_name()``: cuda, npu, ...) it lives on the accelerator of the replica's first
-worker (the replica passes that worker's visible-device id, as verl's vLLM server is placed) in
+worker (device 0: the replica starts the server with its workers' devices visible, first worker first) in
 ``actor_rollout_ref.rollout.dtype``: verl's key for the rollout engine's dtype, documented there as "align
 with the actor model's FSDP/Megatron type", default bfloat16, the default of the FSDP actor's
 ``mixed_precision.param_dtype`` too. Weights that are already on a CUDA device arrive as CUDA IPC handles
@@ -161,7 +161,6 @@ class HFRolloutServer:
         model_config: Any,
         replica_rank: int,
         node_rank: int = 0,
-        visible_devices: str | None = None,
         device_name: str | None = None,
     ) -> None:
         from verl.utils.config import omega_conf_to_dataclass
@@ -178,10 +177,6 @@ class HFRolloutServer:
         self.device, self.dtype = server_placement(getattr(config, "dtype", "bfloat16"), device_name)
         if self.device.type == "cpu":
             torch.set_num_threads(1)  # shares the cores with the FSDP workers
-        elif visible_devices:
-            from verl.utils.device import get_visible_devices_keyword
-
-            os.environ[get_visible_devices_keyword()] = visible_devices  # before this process touches the device
         self.model = load_model(model_config.local_path, self.device, self.dtype, model_config.trust_remote_code)
         self._params = dict(self.model.named_parameters(remove_duplicate=False))
         self._received: set[int] = set()  # ids of parameters written since the last commit

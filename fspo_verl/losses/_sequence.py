@@ -130,8 +130,9 @@ def aggregate(
         seq-mean-token-sum       sum_i l_i L_i / G * D            (-norm: further / loss_scale_factor, default T)
         seq-mean-token-mean      sum_i l_i / G * D                (verl's L_i / (L_i + 1e-8) is 1 in float32)
 
-    the same value as ``agg_loss`` up to rounding (tested against it), in a few (bs,)-sized kernels. With
-    weights, ``agg_loss`` itself runs on the broadcast (bs, T) matrix.
+    the same value as ``agg_loss`` up to rounding (tested against it), and the same gradient on every token,
+    in a few (bs,)-sized kernels (an empty row's l_i gets a gradient here, but none of its tokens is a response
+    token, so nothing reaches log_prob). With weights, ``agg_loss`` itself runs on the broadcast (bs, T) matrix.
     """
     info = dict(getattr(config, "global_batch_info", None) or {})
     dp_size = info.get("dp_size", 1)
