@@ -20,6 +20,12 @@ report it in MiB and in units of one (B, T) buffer of the input dtype, and count
 least B*T bytes (a bool (B, T) mask or bigger). tracemalloc cannot see torch's allocations; RSS is blurred
 by glibc's allocator caching. On CUDA the script uses ``torch.cuda.max_memory_allocated`` instead.
 GPU: this path exists but was NOT run in this project's CPU-only sessions.
+
+Launch cost (any device, counted on CPU): ``ops`` is the number of aten ops one forward + backward dispatches
+and ``syncs`` the host syncs among them (``.item()``, ``tolist``, data-dependent shapes), counted with a
+dispatch hook (``fspo_verl.diagnostics.op_count``) on a small CPU copy of the inputs. Both are deterministic.
+On a GPU each op is at least one kernel launch and each sync drains the stream; at these sizes a loss costs
+launches and syncs more than memory traffic, so the counts predict where a loss stands against ``vanilla``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import verl  # noqa: F401  (loads the fspo_verl plugin: registers fspo and sspo)
 from fspo_verl.config import FSPOPolicyLossConfig
+from fspo_verl.diagnostics.op_count import count_loss_ops
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config.actor import FSDPActorConfig
 
@@ -73,6 +80,20 @@ def step(mode: str, inputs: dict[str, torch.Tensor], config: FSDPActorConfig) ->
     inputs["log_prob"].grad = None
     loss, _ = get_policy_loss_fn(mode)(**inputs, loss_agg_mode=AGG, config=config, rollout_is_weights=None)
     loss.backward()
+
+
+def op_counts(losses: list[str], dtype: torch.dtype) -> dict[str, tuple[int, int]]:
+    """(aten ops, host syncs) of one forward + backward per loss, counted on a (16, 64) CPU micro-batch.
+
+    The second call of each loss is counted: the first also builds per-process constants (bin edges, tau).
+    """
+    inputs = make_inputs(16, 64, dtype, "cpu")
+    counts = {}
+    for mode in losses:
+        config, fn = actor_config(mode), get_policy_loss_fn(mode)
+        for _ in range(2):
+            counts[mode] = count_loss_ops(fn, inputs, loss_agg_mode=AGG, config=config, rollout_is_weights=None)
+    return counts
 
 
 def _sync(device: str) -> None:
@@ -120,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     losses = [m.strip() for m in args.losses.split(",") if m.strip()]
     print(f"torch {torch.__version__}, device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
           f"warmup {args.warmup}, reps {args.reps} (median), loss_agg_mode {AGG}")  # fmt: skip
+    counts = op_counts(losses, dtype)
     for shape in args.shapes.split(","):
         batch, width = (int(x) for x in shape.lower().split("x"))
         inputs = make_inputs(batch, width, dtype, args.device)
@@ -139,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         ref_t, ref_m = med.get("vanilla"), memory.get("vanilla", (0, 0))[0]
         print(f"\n(B, T) = ({batch}, {width}); one (B, T) {args.dtype} buffer = {buffer / 2**20:.1f} MiB")
         print(f"{'loss':<10}{'median ms':>11}{'min ms':>9}{'x vanilla':>11}{'peak MiB':>10}"
-              f"{'peak/(B,T)':>12}{'x vanilla':>11}{'allocs>=BT':>12}")  # fmt: skip
+              f"{'peak/(B,T)':>12}{'x vanilla':>11}{'allocs>=BT':>12}{'ops':>6}{'syncs':>7}")  # fmt: skip
         for mode in losses:
             peak, big = memory[mode]
             t_ratio = f"{med[mode] / ref_t:.2f}" if ref_t else "-"
             m_ratio = f"{peak / ref_m:.2f}" if ref_m else "-"
             print(f"{mode:<10}{med[mode] * 1e3:>11.1f}{min(times[mode]) * 1e3:>9.1f}{t_ratio:>11}{peak / 2**20:>10.1f}"
-                  f"{peak / buffer:>12.2f}{m_ratio:>11}{big if big >= 0 else '-':>12}")  # fmt: skip
+                  f"{peak / buffer:>12.2f}{m_ratio:>11}{big if big >= 0 else '-':>12}{counts[mode][0]:>6}{counts[mode][1]:>7}")  # fmt: skip
         del inputs
     return 0
 

@@ -5,6 +5,9 @@ install removes every registration without a word. The doctor reproduces exactly
 in a fresh interpreter: ``import verl`` alone. It then reports the verl version, whether our entry point
 loaded, each expected name and whether it is present, and on failure the import error verl hid.
 Exit status: 0 when everything is present, 1 otherwise.
+
+``fspo-verl doctor --gpu`` then checks the node's GPU (:mod:`fspo_verl.gpu_doctor`): CUDA, NCCL, our losses on
+CUDA against CPU, their time against verl's vanilla, and a 5-step demo run; non-zero on any failure or skip.
 """
 
 from __future__ import annotations
@@ -103,7 +106,23 @@ def format_report(report: dict) -> str:
     return "\n".join(out)
 
 
+USAGE = "usage: fspo-verl doctor [--gpu]   (--gpu: also check this node's GPU, one line per check; fspo_verl.gpu_doctor)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = list(argv or [])
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return 0
+    unknown = [a for a in args if a != "--gpu"]
+    if unknown:
+        print(f"fspo-verl doctor: unknown argument(s) {' '.join(unknown)}\n{USAGE}", file=sys.stderr)
+        return 2
     report = probe()
     print(format_report(report))
-    return 0 if healthy(report) else 1
+    status = 0 if healthy(report) else 1
+    if "--gpu" in args:
+        from fspo_verl import gpu_doctor
+
+        status = max(status, gpu_doctor.main())
+    return status

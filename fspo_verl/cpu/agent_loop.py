@@ -10,7 +10,7 @@ request at a time, decoded each step's requests in 8-12 batches, each as long as
 they were busy 3.3x the time one batch per server takes (``benchmarks/bench_step_time.py``).
 
 :class:`BatchedAgentLoopManager` (``actor_rollout_ref.rollout.agent.agent_loop_manager_class``, set by
-``cluster=cpu``) keeps verl's worker and its per-response logic, and changes how four things are reached:
+``cluster=cpu`` and ``cluster=1gpu_hf``; nothing in it depends on the platform) keeps verl's worker and its per-response logic, and changes how four things are reached:
 
 - **generation** (``rollout.name=hf`` only): :class:`CoalescingLLMServerClient` gathers the concurrent
   requests of one worker until none has arrived for ``window_s``, splits them over the servers the load
@@ -518,7 +518,7 @@ class BatchedAgentLoopWorker(_AgentLoopWorkerTQBase):
 
 class BatchedAgentLoopManager(AgentLoopManagerTQ):
     """verl's ``AgentLoopManagerTQ`` with :class:`BatchedAgentLoopWorker` workers and, for ``rollout.name=hf``,
-    a :class:`CoalescingLLMServerClient`. Set by ``cluster=cpu``::
+    a :class:`CoalescingLLMServerClient`. Set by ``cluster=cpu`` and ``cluster=1gpu_hf`` (any platform)::
 
         actor_rollout_ref.rollout.agent.agent_loop_manager_class=fspo_verl.cpu.agent_loop.BatchedAgentLoopManager
     """

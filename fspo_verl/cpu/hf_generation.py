@@ -1,4 +1,4 @@
-"""Batched token-in/token-out sampling with a Hugging Face causal LM on CPU, with vLLM's sampling contract.
+"""Batched token-in/token-out sampling with a Hugging Face causal LM (CPU or GPU), with vLLM's sampling contract.
 
 Used by the ``hf`` rollout server (:mod:`fspo_verl.cpu.hf_server`). Pure torch, no Ray, so it is tested
 directly against a teacher-forced forward pass.
@@ -91,14 +91,19 @@ def generate_batch(
     beyond float rounding (tested against teacher forcing); the random draws of ``torch.multinomial`` are
     consumed per active row. On the demo's countdown batches (128 responses of 2-160 tokens) this decodes
     about 3x faster than keeping every row to the end (``benchmarks/bench_step_time.py``).
+
+    Device-agnostic: everything lives on the model's device (``generator`` must be on it too), and each decode
+    step reads back to the host once (the step's tokens, log-probs and finished flags together), so on a GPU
+    the host waits for the device once per step, not once per quantity.
     """
     device = next(model.parameters()).device
     batch, longest = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((batch, longest), pad_token_id, dtype=torch.long, device=device)  # (B, P)
-    attention_mask = torch.zeros((batch, longest), dtype=torch.long, device=device)  # (B, P)
+    input_ids = torch.full((batch, longest), pad_token_id, dtype=torch.long)  # (B, P) built on the host
+    attention_mask = torch.zeros((batch, longest), dtype=torch.long)  # (B, P)
     for row, prompt in enumerate(prompts):
         input_ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
         attention_mask[row, longest - len(prompt) :] = 1
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)  # one copy each
     limits = torch.tensor(max_tokens, dtype=torch.long, device=device)  # (B,)
     vocab = model.get_output_embeddings().weight.shape[0]
     penalise = spec.repetition_penalty != 1.0
@@ -109,12 +114,13 @@ def generate_batch(
 
     responses: list[list[int]] = [[] for _ in range(batch)]
     log_probs: list[list[float]] = [[] for _ in range(batch)]
-    active = torch.nonzero(limits > 0).flatten()  # (A,) the prompt index of each row still decoding
-    if active.numel() == 0:
+    active = [row for row, m in enumerate(max_tokens) if m > 0]  # the prompt index of each row still decoding
+    if not active:
         return list(zip(responses, log_probs))
-    if active.numel() < batch:  # requests with max_tokens <= 0 never enter the batch
-        input_ids, attention_mask, seen = input_ids[active], attention_mask[active], seen[active]  # (A, P), (A, P), (A, V)
-    limits = limits[active]  # (A,)
+    if len(active) < batch:  # requests with max_tokens <= 0 never enter the batch
+        index = torch.tensor(active, device=device)  # (A,)
+        input_ids, attention_mask, seen = input_ids[index], attention_mask[index], seen[index]  # (A, P), (A, P), (A, V)
+        limits = limits[index]  # (A,)
     produced = torch.zeros_like(limits)  # (A,) tokens so far per active row
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (A, P)
     step_ids, past = input_ids, None
@@ -137,21 +143,27 @@ def generate_batch(
             probs = torch.softmax(filtered, dim=-1)  # (A, V)
             next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (A,)
         next_logp = token_logp.gather(-1, next_ids[:, None]).squeeze(-1)  # (A,)
-        for row, token, logp in zip(active.tolist(), next_ids.tolist(), next_logp.tolist()):
-            responses[row].append(token)
-            log_probs[row].append(logp)
         produced += 1
         finished = torch.isin(next_ids, eos) | (produced >= limits)  # (A,)
-        if bool(finished.all()):
+        # the step's one host sync: token ids (exact in float64), their log-probs, and which rows finished
+        host_ids, host_logp, host_finished = torch.stack(
+            [next_ids.double(), next_logp.double(), finished.double()]
+        ).tolist()  # (3, A) -> lists
+        for row, token, logp in zip(active, host_ids, host_logp):
+            responses[row].append(int(token))
+            log_probs[row].append(logp)
+        if all(host_finished):
             break
         if penalise:
-            seen[torch.arange(len(active)), next_ids] = True
+            seen[torch.arange(len(active), device=device), next_ids] = True
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)  # (A, P+t+1)
         position_ids = position_ids[:, -1:] + 1  # (A, 1)
-        if bool(finished.any()):
-            keep = torch.nonzero(~finished).flatten()  # (A',) rows that decode on
+        if any(host_finished):
+            kept = [i for i, done in enumerate(host_finished) if not done]
+            keep = torch.tensor(kept, device=device)  # (A',) rows that decode on
             past.batch_select_indices(keep)
-            active, next_ids, limits, produced = active[keep], next_ids[keep], limits[keep], produced[keep]
+            active = [active[i] for i in kept]
+            next_ids, limits, produced = next_ids[keep], limits[keep], produced[keep]
             attention_mask, position_ids = attention_mask[keep], position_ids[keep]  # (A', P+t+1), (A', 1)
             if penalise:
                 seen = seen[keep]  # (A', V)

@@ -3,9 +3,11 @@
 verl builds it inside each actor worker (``ActorRolloutRefWorker.init_model``) and, after every step,
 calls ``update_weights`` with a lazy generator of ``(hf_name, full_tensor)``; producing each tensor is an
 all-gather over the FSDP group. Therefore every rank drains the generator (a rank that skips it hangs the
-job), and only each replica's leader (rollout rank 0) keeps CPU copies and ships them to its server in
-buckets of ``rollout.checkpoint_engine.update_weights_bucket_megabytes``. Copies are taken because a yielded
-tensor may alias a live parameter.
+job), and only each replica's leader (rollout rank 0) keeps copies and ships them to its server in buckets of
+``rollout.checkpoint_engine.update_weights_bucket_megabytes``. Copies are taken because a yielded tensor may
+alias a live parameter: a host copy of a CPU tensor; a device-side clone, sent as a CUDA IPC handle, of a
+tensor on a CUDA device (the server on the same node copies it device to device:
+:func:`fspo_verl.cpu.hf_server.wire_tensor`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.utils import ensure_async_iterator
 
 from fspo_verl.cpu.hf_replica import server_actor_name
+from fspo_verl.cpu.hf_server import SharedDeviceTensor, wire_nbytes, wire_tensor
 
 
 class HFServerAdapter(BaseRollout):
@@ -44,7 +47,7 @@ class HFServerAdapter(BaseRollout):
         return self._server
 
     async def resume(self, tags: list[str]) -> None:
-        return None  # nothing is offloaded on CPU
+        return None  # the server keeps its weights between phases: nothing to bring back
 
     async def release(self) -> None:
         return None
@@ -58,18 +61,24 @@ class HFServerAdapter(BaseRollout):
         if kwargs.get("peft_config") is not None:
             raise NotImplementedError("the hf rollout does not sync LoRA adapters; set actor_rollout_ref.model.lora.merge=true")
         limit = int(self.config.checkpoint_engine.update_weights_bucket_megabytes) << 20
-        bucket: list[tuple[str, torch.Tensor]] = []
+        bucket: list[tuple[str, Any]] = []
         size = 0
         async for name, tensor in ensure_async_iterator(weights):  # every rank drains: each item is a collective
             if not self.is_leader:
                 continue
-            copy = tensor.detach().to("cpu", copy=True)
-            bucket.append((name, copy))
-            size += copy.numel() * copy.element_size()
+            item = wire_tensor(tensor)
+            bucket.append((name, item))
+            size += wire_nbytes(item)
             if size >= limit:
-                await self._server_handle().receive_weights.remote(bucket)
+                await self._send(bucket)
                 bucket, size = [], 0
         if self.is_leader:
             if bucket:
-                await self._server_handle().receive_weights.remote(bucket)
+                await self._send(bucket)
             await self._server_handle().commit_weights.remote(global_steps)
+
+    async def _send(self, bucket: list[tuple[str, Any]]) -> None:
+        """One ``receive_weights`` call; shared device clones are finished first and outlive the call."""
+        if any(isinstance(item, SharedDeviceTensor) for _, item in bucket):
+            torch.cuda.current_stream().synchronize()  # the server reads them on its own stream
+        await self._server_handle().receive_weights.remote(bucket)

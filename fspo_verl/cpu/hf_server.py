@@ -1,4 +1,4 @@
-"""The ``hf`` rollout server: a Ray actor that serves token-in/token-out generation on CPU.
+"""The ``hf`` rollout server: a Ray actor that serves token-in/token-out generation with transformers.
 
 It follows the contract of verl's vLLM server as the V1 agent loop uses it: ``generate(prompt_ids,
 sampling_params, request_id, ...) -> TokenOutput`` with response ids, per-token log-probs,
@@ -11,6 +11,15 @@ Weights arrive from the actor after every step through the in-worker adapter
 name (tied weights answer to every name, as in ``named_parameters(remove_duplicate=False)``);
 ``commit_weights(global_steps)`` checks that every parameter was written and sets the weight version.
 The server starts from the checkpoint on disk; the step-0 sync overwrites it before any generation.
+
+Device and dtype (:func:`server_placement`): on verl's ``cpu`` platform the model lives on the CPU in float32
+with one torch thread (it shares the cores with the FSDP workers). On any other platform verl knows
+(``verl.utils.device.get_device_name()``: cuda, npu, ...) it lives on the accelerator of the replica's first
+worker (device 0: the replica starts the server with its workers' devices visible, first worker first) in
+``actor_rollout_ref.rollout.dtype``: verl's key for the rollout engine's dtype, documented there as "align
+with the actor model's FSDP/Megatron type", default bfloat16, the default of the FSDP actor's
+``mixed_precision.param_dtype`` too. Weights that are already on a CUDA device arrive as CUDA IPC handles
+(:class:`SharedDeviceTensor`) and are copied device to device, without a trip through host memory.
 """
 
 from __future__ import annotations
@@ -61,22 +70,102 @@ BATCH_WINDOW_S = 0.05
 _FLUSH = object()
 
 
+def rollout_dtype(value: Any) -> torch.dtype:
+    """torch dtype of ``actor_rollout_ref.rollout.dtype`` (bfloat16/bf16, float16/fp16, float32/fp32)."""
+    from verl.utils.torch_dtypes import PrecisionType
+
+    try:
+        return PrecisionType.to_dtype(str(value).removeprefix("torch.") if not isinstance(value, torch.dtype) else value)
+    except RuntimeError:
+        raise ValueError(
+            f"actor_rollout_ref.rollout.dtype={value!r} is not a dtype the hf rollout can load: use bfloat16, "
+            "float16 or float32"
+        ) from None
+
+
+def server_placement(dtype: Any, device_name: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) of the server's model: (cpu, float32) on verl's cpu platform, else (<device>:0,
+    ``rollout.dtype``). ``device_name`` defaults to verl's ``get_device_name()`` (the platform this process runs
+    on); index 0 is the first device the server sees, which the replica sets to its first worker's."""
+    if device_name is None:
+        from verl.utils.device import get_device_name
+
+        device_name = get_device_name()
+    if device_name == "cpu":
+        return torch.device("cpu"), torch.float32
+    return torch.device(device_name, 0), rollout_dtype(dtype)
+
+
+class SharedDeviceTensor:
+    """A CUDA tensor sent to another process on the same node as an IPC handle, not as bytes.
+
+    ``share`` takes ``torch.multiprocessing.reductions.reduce_tensor`` of the tensor (the handle torch's own
+    multiprocessing sends); the receiver's :meth:`materialize` maps the same device memory. The sender must
+    keep the tensor alive, and finished writing it, until the receiver has copied it: the adapter holds its
+    bucket and synchronises its stream before the call, and awaits the server's copy.
+    """
+
+    def __init__(self, rebuild: Any, args: tuple, shape: tuple[int, ...], nbytes: int) -> None:
+        self.rebuild, self.args, self.shape, self.nbytes = rebuild, args, shape, nbytes
+
+    @classmethod
+    def share(cls, tensor: torch.Tensor) -> SharedDeviceTensor:
+        from torch.multiprocessing.reductions import reduce_tensor
+
+        rebuild, args = reduce_tensor(tensor)
+        return cls(rebuild, args, tuple(tensor.shape), tensor.numel() * tensor.element_size())
+
+    def materialize(self) -> torch.Tensor:
+        return self.rebuild(*self.args)
+
+
+#: device types whose tensors travel as IPC handles; others (npu, xpu, ...) are copied through host memory
+IPC_DEVICE_TYPES = frozenset({"cuda"})
+
+
+def wire_tensor(tensor: torch.Tensor, ipc_device_types=IPC_DEVICE_TYPES, share=SharedDeviceTensor.share):
+    """What the adapter sends for one weight: a private host copy of a CPU tensor (a yielded tensor may alias a
+    live parameter), or, for a tensor on an IPC-capable device, a device-side clone shared by handle."""
+    tensor = tensor.detach()
+    if tensor.device.type in ipc_device_types:
+        return share(tensor.clone())  # stays on its device
+    return tensor.to("cpu", copy=True)
+
+
+def wire_nbytes(item: Any) -> int:
+    return item.nbytes if isinstance(item, SharedDeviceTensor) else item.numel() * item.element_size()
+
+
 def tensor_digest(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's float32 bytes: equal digests mean bit-equal values (any source dtype <= fp32)."""
     data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
     return hashlib.sha256(data).hexdigest()
 
 
+def load_model(path: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The causal LM at ``path`` in ``dtype`` on ``device``, in eval mode, with PyTorch's sdpa attention."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+    )
+    return model.to(device).eval()
+
+
 class HFRolloutServer:
     """One ``hf`` rollout server (a Ray actor, one per replica node). See the module docstring."""
 
-    def __init__(self, config: Any, model_config: Any, replica_rank: int, node_rank: int = 0) -> None:
-        from transformers import AutoModelForCausalLM
-
+    def __init__(
+        self,
+        config: Any,
+        model_config: Any,
+        replica_rank: int,
+        node_rank: int = 0,
+        device_name: str | None = None,
+    ) -> None:
         from verl.utils.config import omega_conf_to_dataclass
         from verl.workers.config import HFModelConfig, RolloutConfig
 
-        torch.set_num_threads(1)  # shares the cores with the FSDP workers
         if not isinstance(config, RolloutConfig):
             config = omega_conf_to_dataclass(config)
         if not isinstance(model_config, HFModelConfig):
@@ -85,11 +174,10 @@ class HFRolloutServer:
         self.model_config = model_config
         self.replica_rank = replica_rank
         self.node_rank = node_rank
-        path = model_config.local_path
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=model_config.trust_remote_code
-        )
-        self.model.eval()
+        self.device, self.dtype = server_placement(getattr(config, "dtype", "bfloat16"), device_name)
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # shares the cores with the FSDP workers
+        self.model = load_model(model_config.local_path, self.device, self.dtype, model_config.trust_remote_code)
         self._params = dict(self.model.named_parameters(remove_duplicate=False))
         self._received: set[int] = set()  # ids of parameters written since the last commit
         tokenizer = model_config.tokenizer
@@ -100,7 +188,7 @@ class HFRolloutServer:
         self.pad_token_id = int(pad if pad is not None else next(iter(self.eos_token_ids)))
         self.max_model_len = int(config.max_model_len or (config.prompt_length + config.response_length))
         self.global_steps: Optional[int] = None
-        self._generator = torch.Generator().manual_seed(int(config.seed) + replica_rank)
+        self._generator = torch.Generator(device=self.device).manual_seed(int(config.seed) + replica_rank)
         self._model_lock = threading.Lock()  # generation and weight writes never overlap
         self._queue: asyncio.Queue | None = None
         self._batcher: asyncio.Task | None = None
@@ -267,10 +355,18 @@ class HFRolloutServer:
         """Copy a bucket of (hf_name, full tensor) into the model; returns how many tensors were written."""
         return await asyncio.to_thread(self._write_weights, bucket)
 
-    def _write_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> int:
+    def _write_weights(self, bucket: list[tuple[str, Any]]) -> int:
+        """Copy each (name, tensor or :class:`SharedDeviceTensor`) into its parameter, converting the dtype; a
+        shared device tensor is copied device to device and the copy has finished when this returns (the
+        sender may free it then)."""
         frozen = os.environ.get(FREEZE_ENV) == "1"
+        shared = False
         with self._model_lock, torch.no_grad():
-            for name, tensor in bucket:
+            for name, item in bucket:
+                if isinstance(item, SharedDeviceTensor):
+                    tensor, shared = item.materialize(), True
+                else:
+                    tensor = item
                 param = self._params.get(name)
                 if param is None:
                     raise KeyError(f"hf rollout server: the actor sent weight {name!r}, which the server model lacks")
@@ -279,7 +375,13 @@ class HFRolloutServer:
                 if not frozen:
                     param.copy_(tensor)
                 self._received.add(id(param))
+            device = self._params_device()
+            if shared and device.type == "cuda":
+                torch.cuda.synchronize(device)
         return len(bucket)
+
+    def _params_device(self) -> torch.device:
+        return next(iter(self._params.values())).device
 
     def commit_weights(self, global_steps: Optional[int]) -> None:
         """End of one sync: every parameter must have been written; then set the weight version."""
@@ -311,7 +413,7 @@ class HFRolloutServer:
     def get_global_steps(self) -> Optional[int]:
         return self.global_steps
 
-    # ------------------------------------------------------------------ control calls (no device memory to manage)
+    # ------------------------------------------------------------------ control calls (nothing offloaded between phases)
     async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
         # Requests already batched finish (a CPU batch is short); new ones wait until resume_generation.
         self._admission_open.clear()

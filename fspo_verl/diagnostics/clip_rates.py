@@ -69,7 +69,7 @@ def _band(config: Any) -> tuple[float, float]:
 
 def _any_token(flags: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
     """(bs, T) token flags -> (bs,) bool: any flagged response token."""
-    return (flags & batch.mask.bool()).any(dim=-1)  # (bs,)
+    return (flags & batch.mask_bool).any(dim=-1)  # (bs,)
 
 
 def ppo_seq_clipped(old_log_prob, log_prob, advantages, response_mask, config) -> torch.Tensor:

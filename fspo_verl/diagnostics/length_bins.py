@@ -13,6 +13,7 @@ verl would reduce with max/min instead of mean.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -31,8 +32,13 @@ def bin_names(edges: Sequence[int]) -> list[str]:
 
 def bin_index(lengths: torch.Tensor, edges: Sequence[int]) -> torch.Tensor:
     """Bin index in 0..K of each length: lengths (bs,) -> (bs,) long, with e_{k-1} < L <= e_k in bin k."""
-    boundaries = torch.as_tensor(list(edges), dtype=lengths.dtype, device=lengths.device)  # (K,)
-    return torch.bucketize(lengths, boundaries, right=False)  # (bs,)
+    return torch.bucketize(lengths, _boundaries(tuple(edges), lengths.dtype, lengths.device), right=False)  # (bs,)
+
+
+@functools.lru_cache(maxsize=64)
+def _boundaries(edges: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(K,) edges on the device, built once per (edges, dtype, device): no host-to-device copy per call."""
+    return torch.as_tensor(list(edges), dtype=dtype, device=device)  # (K,)
 
 
 def per_bin_counts(
@@ -58,13 +64,47 @@ def per_bin_counts(
     return seqs, clipped
 
 
+def per_bin_sums(
+    lengths: torch.Tensor,
+    valid: torch.Tensor,
+    flags: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
+    edges: Sequence[int],
+) -> torch.Tensor:
+    """One (K+1, 1 + F + V) table of per-bin sums, so that a caller reads every count with one host sync.
+
+    Args:
+        lengths: (bs,) response lengths L_i.
+        valid: (bs,) bool, sequences that count (L_i > 0).
+        flags: F (bs,) bool tensors; column 1 + f counts valid sequences with flags[f] set.
+        values: V (bs,) float tensors summed per bin as they are (zero them on invalid rows yourself).
+        edges: the K upper bin edges.
+
+    Returns:
+        (K+1, 1 + F + V), float32 (float64 if a value is float64): column 0 counts valid sequences per bin.
+        Summing a column over the bins gives its total over the micro-batch.
+    """
+    dtype = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
+    valid_f = valid.to(dtype)  # (bs,)
+    columns = [valid_f, *(valid_f * f for f in flags), *(v.to(dtype) for v in values)]  # each (bs,)
+    data = torch.stack(columns, dim=-1)  # (bs, 1 + F + V)
+    table = torch.zeros(len(edges) + 1, data.shape[-1], dtype=dtype, device=lengths.device)  # (K+1, 1 + F + V)
+    return table.index_add_(0, bin_index(lengths, edges), data)  # (K+1, 1 + F + V)
+
+
+def bin_metrics_from_table(prefix: str, rows: Sequence[Sequence[float]], edges: Sequence[int]) -> dict[str, float]:
+    """``{prefix}/seqs_<bin>`` and ``{prefix}/clipped_<bin>`` from ``per_bin_sums(...).tolist()`` (columns 0, 1)."""
+    out: dict[str, float] = {}
+    for name, row in zip(bin_names(edges), rows):
+        out[f"{prefix}/seqs_{name}"] = row[0]
+        out[f"{prefix}/clipped_{name}"] = row[1]
+    return out
+
+
 def bin_metrics(
     prefix: str, lengths: torch.Tensor, valid: torch.Tensor, flagged: torch.Tensor, edges: Sequence[int]
 ) -> dict[str, float]:
-    """``{prefix}/seqs_<bin>`` and ``{prefix}/clipped_<bin>`` counts for every bin (zeros included)."""
-    seqs, clipped = per_bin_counts(lengths, valid, flagged, edges)
-    out: dict[str, float] = {}
-    for name, n, c in zip(bin_names(edges), seqs.tolist(), clipped.tolist()):
-        out[f"{prefix}/seqs_{name}"] = n
-        out[f"{prefix}/clipped_{name}"] = c
-    return out
+    """``{prefix}/seqs_<bin>`` and ``{prefix}/clipped_<bin>`` counts for every bin (zeros included), one host sync."""
+    with torch.no_grad():
+        rows = per_bin_sums(lengths, valid, [flagged], [], edges).tolist()  # (K+1, 2)
+    return bin_metrics_from_table(prefix, rows, edges)

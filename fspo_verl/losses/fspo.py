@@ -29,6 +29,7 @@ Metrics:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -45,7 +46,7 @@ def fspo_band(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Ten
     diagnostic means exactly what the loss does.
 
     Args:
-        batch: the micro-batch; uses ``log_ratio`` (bs, T), ``mask`` (bs, T) and ``lengths`` (bs,).
+        batch: the micro-batch; uses ``log_ratio`` (bs, T), ``lengths`` (bs,).
         hp: ``fspo_c_low``, ``fspo_c_high`` and ``fspo_drift``.
 
     Returns:
@@ -54,13 +55,16 @@ def fspo_band(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Ten
     """
     lengths = batch.lengths  # (bs,)
     seq_log_ratio = batch.log_ratio.sum(dim=-1)  # (bs,) S_i
-    if hp.fspo_drift == "kl":
-        mu = (batch.log_ratio.sum() / batch.mask.sum().clamp(min=1.0)).detach()  # () per-token drift
-    else:
-        mu = torch.zeros((), dtype=seq_log_ratio.dtype, device=seq_log_ratio.device)  # ()
     half_width = lengths.sqrt()  # (bs,)
-    lo = lengths * mu - hp.fspo_c_low * half_width  # (bs,)
-    hi = lengths * mu + hp.fspo_c_high * half_width  # (bs,)
+    if hp.fspo_drift == "kl":
+        with torch.no_grad():
+            mu = seq_log_ratio.sum() / lengths.sum().clamp(min=1.0)  # () per-token drift, detached
+            center = lengths * mu  # (bs,)
+        lo = center - hp.fspo_c_low * half_width  # (bs,)
+        hi = center + hp.fspo_c_high * half_width  # (bs,)
+    else:  # mu = 0
+        lo = half_width * -hp.fspo_c_low  # (bs,)
+        hi = half_width * hp.fspo_c_high  # (bs,)
     return seq_log_ratio, lo, hi
 
 
@@ -79,26 +83,30 @@ def compute_policy_loss_fspo(
     config: Any = None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
+    """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics).
+
+    Computed as the equivalent one-exponent form (fewer kernels; same value, and the same gradient except on
+    the measure-zero set where S_i sits exactly on an edge): -A*exp(x) is monotone in x, so PPO's pessimistic
+    max picks x_i = min(S_i, hi_i) when A_i > 0 and x_i = max(S_i, lo_i) when A_i <= 0, and the dual clip
+    caps the latter at log(clip_ratio_c). Both are capped at MAX_LOG_RATIO before exp.
+    """
     hp = loss_hparams(config, "fspo")
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    adv = batch.advantages  # (bs,)
+    adv = batch.advantages  # (bs,) no gradient
     seq_log_ratio, lo, hi = fspo_band(batch, hp)  # (bs,) each
 
-    capped = seq_log_ratio.clamp(max=MAX_LOG_RATIO)  # (bs,) numerical safety before exp
-    clipped_log_ratio = torch.clamp(capped, min=lo, max=hi).clamp(max=MAX_LOG_RATIO)  # (bs,)
-    loss_unclipped = -adv * torch.exp(capped)  # (bs,)
-    loss_clipped = -adv * torch.exp(clipped_log_ratio)  # (bs,)
-    seq_loss = torch.maximum(loss_unclipped, loss_clipped)  # (bs,) PPO pessimism
-
     clip_ratio_c = float(config.get("clip_ratio_c", 3.0)) if config is not None else 3.0
-    dual_cap = -adv * clip_ratio_c  # (bs,)
-    negative = adv < 0  # (bs,)
-    dual_clipped = negative & (seq_loss > dual_cap)  # (bs,)
-    seq_loss = torch.where(negative, torch.minimum(seq_loss, dual_cap), seq_loss)  # (bs,)
+    positive = adv > 0  # (bs,)
+    upper = torch.minimum(seq_log_ratio, hi)  # (bs,) A > 0: the band caps S from above
+    lower = torch.maximum(seq_log_ratio, lo)  # (bs,) A <= 0: the band caps S from below
+    cap_negative = min(math.log(clip_ratio_c), MAX_LOG_RATIO)  # dual clip: -A*exp(x) <= -A*clip_ratio_c
+    exponent = torch.where(positive, upper, lower.clamp(max=cap_negative)).clamp(max=MAX_LOG_RATIO)  # (bs,)
+    seq_loss = torch.exp(exponent) * -adv  # (bs,)
 
-    loss = aggregate(seq_loss, response_mask, loss_agg_mode, config, rollout_is_weights)
+    loss = aggregate(seq_loss, batch, loss_agg_mode, config, rollout_is_weights)
 
-    outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
-    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins))
+    with torch.no_grad():
+        outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
+        dual_clipped = (adv < 0) & (lower.clamp(max=MAX_LOG_RATIO) > math.log(clip_ratio_c))  # (bs,)
+    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins), seq_log_ratio)
     return loss, metrics
