@@ -98,6 +98,7 @@ REGISTRIES: dict[str, Callable[[], set[str]]] = {
 #: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
 EXPECTED: tuple[tuple[str, str], ...] = (
     ("policy_loss", "fspo"),
+    ("policy_loss", "fspo_adaptive"),
     ("policy_loss", "sspo"),
     ("adv_estimator", "opo_vectorized"),
     ("platform", "cpu"),

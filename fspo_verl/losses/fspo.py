@@ -82,9 +82,22 @@ def compute_policy_loss_fspo(
     """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
     hp = loss_hparams(config, "fspo")
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    adv = batch.advantages  # (bs,)
     seq_log_ratio, lo, hi = fspo_band(batch, hp)  # (bs,) each
+    seq_loss, dual_clipped = band_clipped_loss(batch.advantages, seq_log_ratio, lo, hi, config)  # (bs,) each
+    loss = aggregate(seq_loss, response_mask, loss_agg_mode, config, rollout_is_weights)
 
+    outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
+    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins))
+    return loss, metrics
+
+
+def band_clipped_loss(
+    adv: torch.Tensor, seq_log_ratio: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, config: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence loss l_i of the module docstring for any band [lo_i, hi_i]; all arguments (bs,).
+
+    Returns (l_i, dual_clipped), each (bs,): the loss, and which sequences verl's dual clip capped.
+    """
     capped = seq_log_ratio.clamp(max=MAX_LOG_RATIO)  # (bs,) numerical safety before exp
     clipped_log_ratio = torch.clamp(capped, min=lo, max=hi).clamp(max=MAX_LOG_RATIO)  # (bs,)
     loss_unclipped = -adv * torch.exp(capped)  # (bs,)
@@ -96,9 +109,4 @@ def compute_policy_loss_fspo(
     negative = adv < 0  # (bs,)
     dual_clipped = negative & (seq_loss > dual_cap)  # (bs,)
     seq_loss = torch.where(negative, torch.minimum(seq_loss, dual_cap), seq_loss)  # (bs,)
-
-    loss = aggregate(seq_loss, response_mask, loss_agg_mode, config, rollout_is_weights)
-
-    outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
-    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins))
-    return loss, metrics
+    return seq_loss, dual_clipped
