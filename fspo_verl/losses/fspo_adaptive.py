@@ -33,7 +33,12 @@ from typing import Any
 
 import torch
 
-from fspo_verl.losses._sequence import SequenceBatch, aggregate, loss_hparams, loss_metrics
+from fspo_verl.losses._sequence import (
+    SequenceBatch,
+    aggregate,
+    loss_hparams,
+    loss_metrics,
+)
 from fspo_verl.losses.fspo import band_clipped_loss, fspo_band, outside_fspo_band
 from fspo_verl.losses.length_spread import SpreadSettings, estimator_for
 from fspo_verl.registry_guard import register_policy_loss_once
