@@ -24,6 +24,7 @@ OPTIONAL_COMPONENTS: tuple[str, ...] = (
     "fspo_verl.polling",  # trainer.v1.sampler.poll_interval on every V1 replay buffer (no 2-s wait per step)
     "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
     "fspo_verl.diagnostics.loss_hook",  # per-length-bin clip counts for verl's built-in losses (ppo_loss lookup)
+    "fspo_verl.diagnostics.fairness_number",  # per-step length-fairness numbers from those counts (Tracking.log)
 )
 
 #: component module -> formatted traceback of its failure in this process
@@ -83,6 +84,14 @@ def _loss_hooks() -> set[str]:
     return {"length_bins"} if installed() else set()
 
 
+def _metric_hooks() -> set[str]:
+    import verl.utils.tracking  # noqa: F401
+
+    from fspo_verl.diagnostics.fairness_number import installed
+
+    return {"length_fairness"} if installed() else set()
+
+
 #: kind -> function returning the names present in that registry of the current process
 REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "policy_loss": _policy_losses,
@@ -93,6 +102,7 @@ REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "downsampler": _downsamplers,
     "replay_buffer": _replay_buffers,
     "loss_hook": _loss_hooks,
+    "metric_hook": _metric_hooks,
 }
 
 #: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
@@ -112,6 +122,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("replay_buffer", "PODSReplayBuffer"),
     ("replay_buffer", "PODSReplayBufferAsync"),
     ("loss_hook", "length_bins"),  # per-bin clip counts for verl's built-in losses, around ppo_loss's lookup
+    ("metric_hook", "length_fairness"),  # one fairness number per loss and step, added in Tracking.log
 )
 
 
