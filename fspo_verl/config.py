@@ -70,6 +70,10 @@ class FSPOPolicyLossConfig(PolicyLossConfig):
         power-law fit, alpha is pulled towards FSPO's 1 with that many sequences' weight, and the prior (FSPO's
         own band) with weight n0/(N + n0). Our choice: with 64 sequences the log second moment of a Gaussian
         bin has a standard error of sqrt(2/64) = 0.18, a half-width known to about 9%. 0 turns pooling off.
+    fspo_adaptive_prior_exponent (float, 0.5):
+        beta0, the length exponent of the prior band c_low*L^beta0 (used until the first update with spread) and
+        the value the fitted exponent of the half-width is pulled towards. 0.5 is FSPO's sqrt(L); ``fspo-verl
+        fairness calibrate --run PILOT.jsonl --fit-exponent`` fits it from a pilot run's per-bin clip counts.
     fspo_adaptive_onpolicy_tol (float, 1e-4):
         An update whose root-mean-square token log-ratio is below this is treated as on-policy (S_i = 0) and
         leaves the statistics unchanged. Our choice: above float32 recomputation noise (~1e-7 on the CPU demo),
@@ -94,6 +98,7 @@ class FSPOPolicyLossConfig(PolicyLossConfig):
     fspo_target_clip_rate: float = 0.1
     fspo_adaptive_memory: float = 2048.0
     fspo_adaptive_prior_seqs: float = 64.0
+    fspo_adaptive_prior_exponent: float = 0.5
     fspo_adaptive_onpolicy_tol: float = 1e-4
     fspo_adaptive_sync_ranks: bool = True
     length_bins: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
@@ -105,7 +110,7 @@ class FSPOPolicyLossConfig(PolicyLossConfig):
             parent_post_init()
         for name in ("fspo_c_low", "fspo_c_high", "sspo_tau_pos", "sspo_tau_neg", "fspo_adaptive_memory"):
             _check_positive_float(name, getattr(self, name))
-        for name in ("fspo_adaptive_prior_seqs", "fspo_adaptive_onpolicy_tol"):
+        for name in ("fspo_adaptive_prior_seqs", "fspo_adaptive_onpolicy_tol", "fspo_adaptive_prior_exponent"):
             _check_non_negative_float(name, getattr(self, name))
         rate = self.fspo_target_clip_rate
         if not (_is_number(rate) and 0.0 < rate < 1.0):

@@ -318,3 +318,11 @@ def test_two_gloo_ranks_hold_the_same_band_as_one_process_with_all_the_data(tmp_
 def test_bad_settings_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"actor_rollout_ref.actor.policy_loss.{key}="):
         FSPOPolicyLossConfig(**{key: value})
+
+
+def test_prior_exponent_sets_the_band_before_data_and_the_ridge_target():
+    est = LengthSpreadEstimator(settings_for(edges=(8, 16, 32), prior_seqs=64.0, prior_exponent=0.8))
+    probe = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)
+    torch.testing.assert_close(est.half_widths(probe)[0], 0.01 * probe.pow(0.8), rtol=1e-12, atol=0)  # c_low*L^beta0
+    feed(est, [20, 30, 25], [0.05, -0.02, 0.03])  # one bin: alpha is not identified, the ridge gives 2*beta0
+    assert est.fit()[1] == pytest.approx(1.6)

@@ -19,11 +19,12 @@ The statistics are updated with this micro-batch (detached) before its band is f
 
 Flags (``actor_rollout_ref.actor.policy_loss.*``, ``fspo_verl.config.FSPOPolicyLossConfig``): loss_mode=
 fspo_adaptive, fspo_target_clip_rate, fspo_c_low/fspo_c_high (the prior band and kappa), fspo_drift,
-fspo_adaptive_memory, fspo_adaptive_prior_seqs, fspo_adaptive_onpolicy_tol, fspo_adaptive_sync_ranks,
+fspo_adaptive_memory, fspo_adaptive_prior_seqs, fspo_adaptive_prior_exponent, fspo_adaptive_onpolicy_tol,
+fspo_adaptive_sync_ranks,
 length_bins (also the estimator's bins).
 
 Metrics: those of ``fspo`` under ``actor/fspo_adaptive/`` (seqs_len_*, clipped_len_*), and
-    actor/fspo_adaptive/alpha        fitted length exponent of Var(S | L) (1 = FSPO's premise; 1 before data)
+    actor/fspo_adaptive/alpha        fitted length exponent of Var(S | L) (1 = FSPO's premise; 2*beta0 before data)
     actor/fspo_adaptive/stat_seqs    sequences in the running statistics (0 until the first off-policy update)
 """
 

@@ -13,11 +13,11 @@ every length:
     u_k      <- g*u_k + sum_{i in k} (log L_i)^2                s2_k = u_k / n_k - x_k^2, its spread within the bin
     q_k      <- g*q_k + sum_{i in k} e_i^2                      q_k / n_k = m2_k, second moment of e in bin k
     y_k       = log m2_k - alpha^2*s2_k/2                       m2_k = a*mean(L^alpha) ~ a*exp(alpha*x_k + alpha^2*s2_k/2)
-    fit       y_k ~ b + alpha*x_k, weights n_k, ridge n0*(alpha - 1)^2, alpha in [0, 4] (a few fixed-point passes,
-              as y_k depends on alpha)
+    fit       y_k ~ b + alpha*x_k, weights n_k, ridge n0*(alpha - 2*beta0)^2, alpha in [0, 4] (a few fixed-point
+              passes, as y_k depends on alpha)
     residual  r_k = n_k/(n_k + n0) * (y_k - b - alpha*x_k)                       (0 for a bin without data)
     log v(L)  = N/(N + n0) * (b + alpha*log L + r_k(L)) + n0/(N + n0) * log v0(L),   N = sum_k n_k
-    v0(L)     = (c_low / z)^2 * L                              the prior: FSPO's sqrt(L) band itself
+    v0(L)     = (c_low / z)^2 * L^(2*beta0)                    the prior: FSPO's sqrt(L) band itself at beta0 = 1/2
     lo_i      = L_i*mu - z * sqrt(v(L_i)),   hi_i = L_i*mu + kappa * z * sqrt(v(L_i))
     z solves  Phi(-z) + Phi(-kappa*z) = p,  kappa = c_high / c_low
 
@@ -26,8 +26,9 @@ Why this estimator:
   statistics are all-reduced as three numbers per bin and every rank holds the same band.
 - A power law a*L^alpha is the CLT's own family (alpha = 1 is FSPO) and extrapolates to bins that are empty
   now; the shrunk per-bin residual r_k lets a bin with enough data (n_k >> n0) follow its own spread when the
-  power law does not fit, while a bin with few sequences leans on the fit. The ridge keeps alpha near FSPO's 1
-  when the data cannot identify it (one bin with data).
+  power law does not fit, while a bin with few sequences leans on the fit. The ridge keeps alpha near the
+  prior's 2*beta0 (FSPO's 1, or the exponent ``fspo-verl fairness calibrate`` fitted on a pilot run) when the
+  data cannot identify it (one bin with data).
 - The quantile z of a Gaussian with the same second moment gives rate p in every bin when S | L is Gaussian
   (the CLT's premise); with heavier tails the rate differs from p but alike in every bin with the same shape.
 - With Var(S | L) = sigma^2 * L the fit is b = log sigma^2, alpha = 1, r_k = 0, so the band is
@@ -84,6 +85,7 @@ class SpreadSettings:
     prior_seqs: float
     tol: float
     sync_ranks: bool
+    prior_exponent: float = 0.5
 
     @classmethod
     def from_config(cls, hp) -> SpreadSettings:
@@ -96,6 +98,7 @@ class SpreadSettings:
             prior_seqs=float(hp.fspo_adaptive_prior_seqs),
             tol=float(hp.fspo_adaptive_onpolicy_tol),
             sync_ranks=bool(hp.fspo_adaptive_sync_ranks),
+            prior_exponent=float(hp.fspo_adaptive_prior_exponent),
         )
 
     @property
@@ -142,13 +145,13 @@ class LengthSpreadEstimator:
         return True
 
     def fit(self) -> tuple[float, float, list[float], float]:
-        """(b, alpha, r_k per bin, data weight N/(N+n0)) of the module docstring; (0, 1, zeros, 0) without data."""
+        """(b, alpha, r_k per bin, data weight N/(N+n0)) of the module docstring; (0, 2*beta0, zeros, 0) without data."""
         if self._fit is None:
             self._fit = self._solve()
         return self._fit
 
     def _solve(self) -> tuple[float, float, list[float], float]:
-        n0 = self.settings.prior_seqs
+        n0, alpha0 = self.settings.prior_seqs, 2.0 * self.settings.prior_exponent
         bins = []  # (bin, n_k, mean log L, within-bin variance of log L, log m2_k)
         for k, (n, sl, sl2, sq) in enumerate(self.stats):
             if n > 1e-9 and sq > 0:
@@ -156,17 +159,17 @@ class LengthSpreadEstimator:
                 bins.append((k, n, x, max(sl2 / n - x * x, 0.0), math.log(sq / n)))
         residual = [0.0] * len(self.stats)
         if not bins:
-            return 0.0, 1.0, residual, 0.0
+            return 0.0, alpha0, residual, 0.0
         total = sum(n for _, n, _, _, _ in bins)
         x_bar = sum(n * x for _, n, x, _, _ in bins) / total
         sxx = sum(n * (x - x_bar) ** 2 for _, n, x, _, _ in bins)
-        alpha = 1.0
+        alpha = alpha0
         for _ in range(_JENSEN_ITERATIONS):
             # m2_k = a * mean(L^alpha) ~ a * exp(alpha*x_k + alpha^2*s2_k/2): the bin's spread of lengths inflates it
             y = [y_raw - 0.5 * alpha * alpha * s2 for _, _, _, s2, y_raw in bins]
             y_bar = sum(n * yk for (_, n, _, _, _), yk in zip(bins, y)) / total
             sxy = sum(n * (x - x_bar) * (yk - y_bar) for (_, n, x, _, _), yk in zip(bins, y))
-            alpha = (sxy + n0) / (sxx + n0) if sxx + n0 > 1e-12 else 1.0  # ridge towards FSPO's alpha = 1
+            alpha = (sxy + n0 * alpha0) / (sxx + n0) if sxx + n0 > 1e-12 else alpha0  # ridge towards the prior's
             alpha = min(max(alpha, ALPHA_RANGE[0]), ALPHA_RANGE[1])
         y = [y_raw - 0.5 * alpha * alpha * s2 for _, _, _, s2, y_raw in bins]
         b = sum(n * yk for (_, n, _, _, _), yk in zip(bins, y)) / total - alpha * x_bar
@@ -178,7 +181,7 @@ class LengthSpreadEstimator:
         """(z*sqrt(v(L)), kappa*z*sqrt(v(L))), each (bs,) in the dtype of ``lengths``: the band's two half-widths."""
         b, alpha, residual, weight = self.fit()
         log_len = lengths.clamp(min=1.0).log()  # (bs,)
-        log_v = 2.0 * math.log(self.settings.c_low / self.z) + log_len  # (bs,) log v0(L), the prior
+        log_v = 2.0 * math.log(self.settings.c_low / self.z) + 2.0 * self.settings.prior_exponent * log_len  # (bs,) log v0(L)
         if weight > 0:
             r = torch.tensor(residual, dtype=lengths.dtype, device=lengths.device)[bin_index(lengths, self.settings.edges)]  # (bs,)
             log_v = weight * (b + alpha * log_len + r) + (1.0 - weight) * log_v  # (bs,)
