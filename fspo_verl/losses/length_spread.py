@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fspo_verl.diagnostics.calibration import _phi
+from fspo_verl.diagnostics.calibration import tail_quantile
 from fspo_verl.diagnostics.length_bins import bin_index
 
 #: alpha is clamped to this range (our choice: a spread shrinking with length or growing faster than L^4 is
@@ -62,15 +62,6 @@ from fspo_verl.diagnostics.length_bins import bin_index
 ALPHA_RANGE = (0.0, 4.0)
 #: fixed-point passes of the fit with the within-bin length correction (alpha moves < 1e-3 after 3 on our tests)
 _JENSEN_ITERATIONS = 4
-
-
-def tail_quantile(rate: float, kappa: float = 1.0) -> float:
-    """z > 0 with Phi(-z) + Phi(-kappa*z) = rate (bisection; the left side falls from 1 to 0 as z grows)."""
-    lo, hi = 0.0, 40.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _phi(-mid) + _phi(-kappa * mid) > rate else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 @dataclass(frozen=True)
