@@ -153,7 +153,8 @@ def test_doctor_passes_and_reports_each_name():
     assert doctor.healthy(report), doctor.format_report(report)
     text = doctor.format_report(report)
     ok_lines = [line.split() for line in text.splitlines() if line.strip().startswith("[ok]")]
-    for kind, name in (("policy_loss", "fspo"), ("policy_loss", "sspo"), ("adv_estimator", "opo_vectorized")):
+    for kind, name in (("policy_loss", "fspo"), ("policy_loss", "fspo_adaptive"), ("policy_loss", "sspo"),
+                       ("adv_estimator", "opo_vectorized"), ("metric_hook", "length_fairness")):
         assert ["[ok]", kind, name] in ok_lines, text
     assert "verl version:        0.9.1" in text
 
