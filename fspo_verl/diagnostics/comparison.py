@@ -226,9 +226,11 @@ def markdown_table(summary: dict) -> str:
                                         _fmt(m["reward_last5"]), _fmt(m["lre_mean"])]) + " |")  # fmt: skip
     notes = [
         "",
-        f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with fewer than "
-        f"{summary['min_seqs']:g} sequences, left out of the spread ('-': no sequence). LRE: the length "
-        "reweighting error of each step's per-bin clip rates (fspo_verl.diagnostics.fairness_number).",
+        (
+            f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with fewer than "
+            f"{summary['min_seqs']:g} sequences, left out of the spread ('-': no sequence). LRE: the length "
+            "reweighting error of each step's per-bin clip rates (fspo_verl.diagnostics.fairness_number)."
+        ),
     ]
     versus = summary.get("fspo_vs_gspo")
     if versus is not None:
