@@ -23,7 +23,8 @@ every length:
 
 Why this estimator:
 - Second moments pool exactly across micro-batches, updates and data-parallel ranks (they are sums), so the
-  statistics are all-reduced as three numbers per bin and every rank holds the same band.
+  statistics are all-reduced as five numbers per bin (n, sum log L, sum (log L)^2, sum e^2, sum L) and every
+  rank holds the same band.
 - A power law a*L^alpha is the CLT's own family (alpha = 1 is FSPO) and extrapolates to bins that are empty
   now; the shrunk per-bin residual r_k lets a bin with enough data (n_k >> n0) follow its own spread when the
   power law does not fit, while a bin with few sequences leans on the fit. The ridge keeps alpha near the
@@ -37,8 +38,8 @@ Why this estimator:
 
 Degenerate updates: on the first mini-batch of a step the policy is the rollout policy, d = 0 and S_i = 0.
 An update whose per-token scale sqrt(sum_i e_i^2 / sum_i L_i) is below ``tol`` (over all ranks) leaves the
-statistics as they were; the band is then the previous estimate, or the prior v0 before any, never zero-width. Bins never
-divide by an empty count (a bin with n_k = 0 has no data term), and with no data at all v = v0.
+statistics as they were; the band is then the previous estimate, or the prior v0 before any, never zero-width.
+Bins never divide by an empty count (a bin with n_k = 0 has no data term), and with no data at all v = v0.
 
 Where the state lives: one estimator per actor process (``estimator_for``), keyed by the settings; verl calls
 the policy loss in that process on every micro-batch. It is NOT saved in verl's checkpoint: after a resume
