@@ -1,4 +1,4 @@
-"""Policy-loss forward + backward: time and peak memory of fspo/sspo against verl's built-ins, side by side.
+"""Policy-loss forward + backward: time and peak memory of fspo/fspo_adaptive/sspo against verl's built-ins.
 
     .venv/bin/python benchmarks/bench_losses.py                       # CPU, float32, (64,4096) and (256,8192)
     .venv/bin/python benchmarks/bench_losses.py --shapes 64x4096 --reps 9 --threads 2
@@ -8,6 +8,9 @@ calls it (keywords, bool response mask, token-level advantages, the actor config
 ``loss.backward()`` into ``log_prob`` (a leaf standing in for the model's output). Metrics' ``.item()``
 calls are included: verl pays them too. Every loss uses ``loss_agg_mode=seq-mean-token-mean`` (SAPO forces
 it; the sequence-level losses recommend it), so the aggregation does the same work everywhere.
+
+``fspo_adaptive`` runs with its statistics in steady state (every call after the first updates and refits
+them, as on every off-policy micro-batch of a run); ``x fspo`` is its time over fspo's.
 
 Time: median over ``--reps`` repetitions after ``--warmup`` untimed ones, all losses interleaved in each
 repetition so that background load (this machine is shared) hits them alike; ``torch.set_num_threads`` is
@@ -37,14 +40,14 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import verl  # noqa: F401  (loads the fspo_verl plugin: registers fspo and sspo)
+import verl  # noqa: F401  (loads the fspo_verl plugin: registers fspo, fspo_adaptive and sspo)
 from fspo_verl.config import FSPOPolicyLossConfig
 from fspo_verl.diagnostics.op_count import count_loss_ops
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config.actor import FSDPActorConfig
 
 BASELINES = ("vanilla", "gspo", "geo_mean", "sapo")
-OURS = ("fspo", "sspo")
+OURS = ("fspo", "fspo_adaptive", "sspo")
 AGG = "seq-mean-token-mean"
 
 
@@ -160,14 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         med = {m: statistics.median(t) for m, t in times.items()}
         ref_t, ref_m = med.get("vanilla"), memory.get("vanilla", (0, 0))[0]
         print(f"\n(B, T) = ({batch}, {width}); one (B, T) {args.dtype} buffer = {buffer / 2**20:.1f} MiB")
-        print(f"{'loss':<10}{'median ms':>11}{'min ms':>9}{'x vanilla':>11}{'peak MiB':>10}"
+        fspo_t = med.get("fspo")
+        print(f"{'loss':<14}{'median ms':>11}{'min ms':>9}{'x vanilla':>11}{'x fspo':>8}{'peak MiB':>10}"
               f"{'peak/(B,T)':>12}{'x vanilla':>11}{'allocs>=BT':>12}{'ops':>6}{'syncs':>7}")  # fmt: skip
         for mode in losses:
             peak, big = memory[mode]
             t_ratio = f"{med[mode] / ref_t:.2f}" if ref_t else "-"
+            f_ratio = f"{med[mode] / fspo_t:.2f}" if fspo_t else "-"
             m_ratio = f"{peak / ref_m:.2f}" if ref_m else "-"
-            print(f"{mode:<10}{med[mode] * 1e3:>11.1f}{min(times[mode]) * 1e3:>9.1f}{t_ratio:>11}{peak / 2**20:>10.1f}"
-                  f"{peak / buffer:>12.2f}{m_ratio:>11}{big if big >= 0 else '-':>12}{counts[mode][0]:>6}{counts[mode][1]:>7}")  # fmt: skip
+            print(f"{mode:<14}{med[mode] * 1e3:>11.1f}{min(times[mode]) * 1e3:>9.1f}{t_ratio:>11}{f_ratio:>8}"
+                  f"{peak / 2**20:>10.1f}{peak / buffer:>12.2f}{m_ratio:>11}{big if big >= 0 else '-':>12}"
+                  f"{counts[mode][0]:>6}{counts[mode][1]:>7}")  # fmt: skip
         del inputs
     return 0
 

@@ -25,6 +25,7 @@ OPTIONAL_COMPONENTS: tuple[str, ...] = (
     "fspo_verl.polling",  # trainer.v1.sampler.poll_interval on every V1 replay buffer (no 2-s wait per step)
     "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
     "fspo_verl.diagnostics.loss_hook",  # per-length-bin clip counts for verl's built-in losses (ppo_loss lookup)
+    "fspo_verl.diagnostics.fairness_number",  # per-step length-fairness numbers from those counts (Tracking.log)
 )
 
 #: component module -> formatted traceback of its failure in this process
@@ -93,6 +94,14 @@ def _loss_hooks() -> set[str]:
     return {"length_bins"} if installed() else set()
 
 
+def _metric_hooks() -> set[str]:
+    import verl.utils.tracking  # noqa: F401
+
+    from fspo_verl.diagnostics.fairness_number import installed
+
+    return {"length_fairness"} if installed() else set()
+
+
 #: kind -> function returning the names present in that registry of the current process
 REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "policy_loss": _policy_losses,
@@ -104,11 +113,13 @@ REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "replay_buffer": _replay_buffers,
     "loss_hook": _loss_hooks,
     "resolver": _resolvers,
+    "metric_hook": _metric_hooks,
 }
 
 #: every (kind, name) fspo_verl registers; ``fspo-verl doctor`` checks each in a fresh ``import verl``
 EXPECTED: tuple[tuple[str, str], ...] = (
     ("policy_loss", "fspo"),
+    ("policy_loss", "fspo_adaptive"),
     ("policy_loss", "sspo"),
     ("adv_estimator", "opo_vectorized"),
     ("platform", "cpu"),
@@ -124,6 +135,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("loss_hook", "length_bins"),  # per-bin clip counts for verl's built-in losses, around ppo_loss's lookup
     ("resolver", "fspo_demo_asset"),  # the CPU demo's model and data paths (fspo_verl.demo)
     ("resolver", "fspo_mini_batch"),  # the data presets' ppo_mini_batch_size (fspo_verl.pods_config)
+    ("metric_hook", "length_fairness"),  # one fairness number per loss and step, added in Tracking.log
 )
 
 

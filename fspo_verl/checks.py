@@ -23,7 +23,7 @@ from fspo_verl.polling import POLL_INTERVAL_KEY, poll_interval_error
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
-SEQUENCE_LOSSES = ("fspo", "sspo")
+SEQUENCE_LOSSES = ("fspo", "fspo_adaptive", "sspo")
 #: loss_agg_mode under which every sequence counts once, as the FSPO/SSPO objectives are written
 RECOMMENDED_AGG = "seq-mean-token-mean"
 

@@ -70,6 +70,16 @@ def demo_cache(tmp_path_factory) -> Path:
         os.environ["FSPO_VERL_CACHE"] = saved
 
 
+@pytest.fixture(scope="session")
+def built_demo_cache(demo_cache) -> Path:
+    """``demo_cache`` with the assets built, here in the test process: a test that launches jobs (Ray, SLURM,
+    submitit, a sweep) asks for this, so that no job's own time limit has to cover the supervised passes."""
+    from fspo_verl.demo import ensure_assets
+
+    ensure_assets(demo_cache)
+    return demo_cache
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

@@ -120,10 +120,18 @@ def test_cli_writes_figures_json_and_table_from_realistic_logs(tmp_path, capsys)
     out = tmp_path / "cmp"
     assert comparison.main(["--run", f"fspo={fspo}", "--run", f"sspo={sspo}", "--out", str(out)]) == 0
     assert "| fspo |" in capsys.readouterr().out
-    for name in ("clip_rate_by_length.png", "reward.png"):
+    for name in ("clip_rate_by_length.png", "reward.png", "length_reweighting_error.png"):
         assert_valid_png(out / name)
     saved = json.loads((out / "comparison.json").read_text())
     assert set(saved["methods"]) == {"fspo", "sspo"} and "fspo_vs_gspo" not in saved
+    # the per-step LRE from each step's counts, as fairness_number computes it, averaged over the one seed
+    from fspo_verl.diagnostics.fairness_number import step_fairness
+    from fspo_verl.diagnostics.run_log import read_run
+
+    logged = read_run(fspo)
+    for step, value in saved["methods"]["fspo"]["lre_curve"].items():
+        assert value == pytest.approx(step_fairness(logged[int(step)])["actor/fspo/length_reweighting_error"])
+    assert saved["methods"]["fspo"]["lre_mean"] > 0
     with pytest.raises(SystemExit):
         comparison.main(["--run", "fspo", "--out", str(out)])
 

@@ -114,3 +114,30 @@ def test_bad_inputs_fail_with_a_message_naming_the_problem(tmp_path, capsys):
     empty.write_text("")
     assert cli.main(["plot", str(empty)]) == 2
     assert "holds no logged step" in capsys.readouterr().err
+
+
+def test_pooled_rate_per_bin_over_the_run_equals_the_true_pooled_rate(run_file):
+    """The right-hand panel's numbers: step s's bin holds N(s)*seqs_b(s)/sum_b' seqs_b'(s) sequences (N(s) from
+    verl's token metrics), of which the fixture's true rate were clipped; pooled over steps."""
+    from fspo_verl.diagnostics.plotting import pooled_bin_rates
+
+    path, truth = run_file
+    run = read_run(path)
+    names = list(clip_rate_series(run)["actor/fspo"])
+    pooled = pooled_bin_rates(run, "actor/fspo", names)
+    checked = 0
+    for name, (n, rate, se) in zip(names, pooled):
+        sizes = []
+        for s in range(1, 7):
+            m = run[s]
+            n_seq = m["perf/total_num_tokens"] / (m["prompt_length/mean"] + m["response_length/mean"])
+            sizes.append((n_seq * m[f"actor/fspo/seqs_{name}"] / sum(m[f"actor/fspo/seqs_{b}"] for b in names), truth[s][name]))
+        if all(r is None for _, r in sizes):
+            assert rate is None and se is None and n == 0
+            continue
+        expected_n = sum(k for k, r in sizes if r is not None)
+        expected = sum(k * r for k, r in sizes if r is not None) / expected_n
+        assert n == pytest.approx(expected_n) and rate == pytest.approx(expected, abs=1e-9)
+        assert se == pytest.approx(math.sqrt(rate * (1 - rate) / n))
+        checked += 1
+    assert checked >= 3

@@ -27,7 +27,7 @@ def _errors(overrides: list[str]) -> list[str]:
 
 
 def test_groups_ship_the_presets_the_docs_promise():
-    assert set(presets("algorithm")) >= {"fspo", "sspo", "opo", "pods", "pods_128_32", "gfpo", "gspo", "gmpo", "sapo", "cispo", "grpo"}
+    assert set(presets("algorithm")) >= {"fspo", "fspo_adaptive", "sspo", "opo", "pods", "pods_128_32", "gfpo", "gspo", "gmpo", "sapo", "cispo", "grpo"}
     assert set(presets("model")) >= {"tiny_cpu", "qwen2_5_0_5b_instruct", "qwen2_5_3b_instruct", "qwen3_1_7b_base", "qwen3_8b_base", "deepseek_r1_distill_qwen_7b"}
     assert set(presets("data")) >= {"countdown_cpu", "synthetic_cpu", "gsm8k", "math"}
     assert set(presets("cluster")) >= {"cpu", "1gpu", "8gpu", "multinode"}
@@ -67,6 +67,9 @@ def test_presets_carry_their_paper_settings():
     assert opo.actor_rollout_ref.actor.ppo_mini_batch_size == 24  # tied to the batch: exact on-policy
     fspo = compose(["algorithm=fspo", f"{ACTOR}.policy_loss.fspo_c_high=0.02"])  # no '+' needed in a preset
     assert fspo.actor_rollout_ref.actor.policy_loss.fspo_c_high == 0.02
+    adaptive = compose(["algorithm=fspo_adaptive", f"{ACTOR}.policy_loss.fspo_target_clip_rate=0.05"]).actor_rollout_ref.actor
+    assert (adaptive.policy_loss.loss_mode, adaptive.policy_loss.fspo_target_clip_rate) == ("fspo_adaptive", 0.05)
+    assert adaptive.loss_agg_mode == "seq-mean-token-mean"
 
 
 def test_the_demo_task_sets_fspo_length_scale_and_the_rollout_follows_data_lengths():
@@ -75,7 +78,7 @@ def test_the_demo_task_sets_fspo_length_scale_and_the_rollout_follows_data_lengt
     task = task_policy_loss("countdown_cpu")
     default = compose([])  # `fspo-verl train` with no arguments: algorithm=fspo on data=countdown_cpu
     assert default.data.train_files.endswith("countdown/train.parquet")
-    for algorithm in ("fspo", "sspo"):
+    for algorithm in ("fspo", "fspo_adaptive", "sspo"):
         loss = compose([f"algorithm={algorithm}"]).actor_rollout_ref.actor.policy_loss
         assert (list(loss.length_bins), loss.fspo_c_low, loss.fspo_c_high) == (
             task["length_bins"], task["fspo_c_low"], task["fspo_c_high"]
@@ -88,7 +91,7 @@ def test_the_demo_task_sets_fspo_length_scale_and_the_rollout_follows_data_lengt
     assert (rollout.prompt_length, rollout.response_length) == (16, 200)
 
 
-@pytest.mark.parametrize("algorithm", ["fspo", "sspo", "opo", "gspo", "gmpo", "sapo", "cispo", "grpo"])
+@pytest.mark.parametrize("algorithm", ["fspo", "fspo_adaptive", "sspo", "opo", "gspo", "gmpo", "sapo", "cispo", "grpo"])
 def test_group_based_presets_sample_a_group_per_prompt(algorithm):
     """Group-relative advantages (GRPO's, OPO's baseline) are degenerate with one response per prompt.
 

@@ -15,6 +15,8 @@ from tensordict import TensorDict
 
 from fspo_verl import doctor
 from fspo_verl.losses.fspo import compute_policy_loss_fspo
+from fspo_verl.losses.fspo_adaptive import compute_policy_loss_fspo_adaptive
+from fspo_verl.losses.length_spread import reset_estimators
 from fspo_verl.losses.sspo import compute_policy_loss_sspo
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils import tensordict_utils as tu
@@ -22,10 +24,10 @@ from verl.utils.config import validate_config
 from verl.utils.metric import Metric
 from verl.workers.utils.losses import ppo_loss
 
-LOSSES = {"fspo": compute_policy_loss_fspo, "sspo": compute_policy_loss_sspo}
+LOSSES = {"fspo": compute_policy_loss_fspo, "fspo_adaptive": compute_policy_loss_fspo_adaptive, "sspo": compute_policy_loss_sspo}
 
 
-@pytest.mark.parametrize("loss_mode", ["fspo", "sspo"])
+@pytest.mark.parametrize("loss_mode", ["fspo", "fspo_adaptive", "sspo"])
 def test_composed_config_passes_validate_config(loss_mode, capsys):
     cfg = compose_verl([FSPO_TARGET, f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}"])
     validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
@@ -70,7 +72,7 @@ def _worker_micro_batch(prompt_lens, resp_lens, advantages, seed):
     return data, torch.cat(flat), log_prob, old_log_prob, adv, response_mask.bool()
 
 
-@pytest.mark.parametrize("loss_mode", ["fspo", "sspo"])
+@pytest.mark.parametrize("loss_mode", ["fspo", "fspo_adaptive", "sspo"])
 def test_verl_ppo_loss_calls_our_loss_with_global_batch_info(loss_mode):
     config = actor_config(
         [
@@ -85,9 +87,11 @@ def test_verl_ppo_loss_calls_our_loss_with_global_batch_info(loss_mode):
     tu.assign_non_tensor_data(data, "batch_num_tokens", 22)
     tu.assign_non_tensor_data(data, "global_batch_size", 6)
     flat.requires_grad_(True)
+    reset_estimators()  # fspo_adaptive: both calls below start from the same (empty) statistics
     loss, metrics = ppo_loss(config, {"log_probs": flat}, data)
 
     # the same tensors straight into our loss, with the global info verl set (6 sequences over 2 ranks)
+    reset_estimators()
     direct, direct_metrics = LOSSES[loss_mode](old, log_prob, adv, mask, "seq-mean-token-mean", config)
     assert config.global_batch_info == {"dp_size": 2, "batch_num_tokens": 22, "global_batch_size": 6, "loss_scale_factor": None}
     assert loss.item() == pytest.approx(direct.item(), rel=1e-12)
@@ -149,7 +153,8 @@ def test_doctor_passes_and_reports_each_name():
     assert doctor.healthy(report), doctor.format_report(report)
     text = doctor.format_report(report)
     ok_lines = [line.split() for line in text.splitlines() if line.strip().startswith("[ok]")]
-    for kind, name in (("policy_loss", "fspo"), ("policy_loss", "sspo"), ("adv_estimator", "opo_vectorized")):
+    for kind, name in (("policy_loss", "fspo"), ("policy_loss", "fspo_adaptive"), ("policy_loss", "sspo"),
+                       ("adv_estimator", "opo_vectorized"), ("metric_hook", "length_fairness")):
         assert ["[ok]", kind, name] in ok_lines, text
     assert "verl version:        0.9.1" in text
 

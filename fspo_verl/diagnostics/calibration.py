@@ -11,6 +11,20 @@ run's logged ``actor/ppo_kl``: if the rollout policy samples the tokens and d ~ 
 E_old[exp(d)] = 1 forces mu = -sigma^2/2, so KL(old||new) = E[-d] = sigma^2/2 and sigma = sqrt(2*ppo_kl).
 This is an estimate: ``actor/ppo_kl`` averages over mini-batches and epochs, and the first mini-batch of
 each step is exactly on-policy (ppo_kl = 0), so it understates the sigma of later mini-batches.
+
+Length exponent (``--fit-exponent``, for ``loss_mode=fspo_adaptive``): a pilot run of ``algorithm=fspo`` (band
+c_low*sqrt(L), c_high = kappa*c_low) clipped bin k at the pooled rate R_k over its n_k sequences. Only the
+off-policy share f of the updates can clip (the first mini-batch of a step is on-policy), so the rate of an
+off-policy update is r_k = R_k / f, f = 1 - 1/(mini-batches per step x ppo_epochs). If S | L ~ N(0, s^2 L^(2 beta)):
+
+    r_k = Phi(-z_k) + Phi(-kappa z_k),   z_k = c_low sqrt(L_k) / sd_k   =>   log sd_k = log c_low + log L_k / 2 - log z_k
+    fit log sd_k = log s + beta log L_k, weighted least squares with w_k = 1 / Var(log z_k),
+        Var(log z_k) = r_k (1 - r_k) / (f n_k) / (z_k (phi(z_k) + kappa phi(kappa z_k)))^2     (binomial, delta method)
+
+L_k is the bin's geometric middle (the open last bin reaches the run's longest response). Bins with R_k = 0 or
+R_k >= f carry no z and are left out (named in the output). The band c*L^beta with c = z_p * s (z_p for the target
+p) then clips p at every length; the printed overrides start ``fspo_adaptive`` from it
+(``fspo_c_low=c``, ``fspo_adaptive_prior_exponent=beta``); the loss keeps refitting the exponent from the data.
 """
 
 from __future__ import annotations
@@ -28,6 +42,88 @@ DEFAULT_HIGH_TO_LOW = 0.0128 / 0.0096
 def _phi(x: float) -> float:
     """Standard normal CDF."""
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _density(x: float) -> float:
+    """Standard normal density."""
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def tail_quantile(rate: float, kappa: float = 1.0) -> float:
+    """z > 0 with Phi(-z) + Phi(-kappa*z) = rate (bisection; the left side falls from 1 to 0 as z grows)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _phi(-mid) + _phi(-kappa * mid) > rate else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+@dataclass
+class ExponentFit:
+    beta: float  # half-width exponent: sd(S | L) ~ s * L^beta
+    beta_se: float  # its standard error from the weighted fit (nan with two bins)
+    scale: float  # s
+    used: list[str]  # bins in the fit
+    skipped: list[str]  # bins without a usable rate (0, or at least the off-policy share)
+
+
+def fit_length_exponent(
+    names: list[str], lengths: list[float], seqs: list[float], rates: list[float | None], c_low: float,
+    kappa: float = DEFAULT_HIGH_TO_LOW, offpolicy_share: float = 1.0,
+) -> ExponentFit:  # fmt: skip
+    """beta and s of the module docstring from a pilot fspo run's pooled per-bin clip rates."""
+    xs, ys, ws, used, skipped = [], [], [], [], []
+    for name, length, n, pooled in zip(names, lengths, seqs, rates):
+        r = None if pooled is None else pooled / offpolicy_share
+        if r is None or not 0.0 < r < 1.0 or n <= 0:
+            skipped.append(name)
+            continue
+        z = tail_quantile(r, kappa)
+        slope = z * (_density(z) + kappa * _density(kappa * z))
+        var = r * (1.0 - r) / (offpolicy_share * n) / slope**2
+        xs.append(math.log(length))
+        ys.append(math.log(c_low) + 0.5 * math.log(length) - math.log(z))
+        ws.append(1.0 / var)
+        used.append(name)
+    if len(xs) < 2:
+        raise ValueError(
+            f"fspo-verl fairness calibrate --fit-exponent: only {len(xs)} length bin(s) with a clip rate strictly "
+            f"between 0 and 1 ({', '.join(used) or 'none'}; left out: {', '.join(skipped) or 'none'}); it needs two. "
+            "Run the pilot longer, or with a narrower band (a lower fspo_c_low)"
+        )
+    total = sum(ws)
+    x_bar, y_bar = sum(w * x for w, x in zip(ws, xs)) / total, sum(w * y for w, y in zip(ws, ys)) / total
+    sxx = sum(w * (x - x_bar) ** 2 for w, x in zip(ws, xs))
+    beta = sum(w * (x - x_bar) * (y - y_bar) for w, x, y in zip(ws, xs, ys)) / sxx
+    resid = sum(w * (y - y_bar - beta * (x - x_bar)) ** 2 for w, x, y in zip(ws, xs, ys))
+    # the weights are inverse variances: the slope's se is 1/sqrt(sxx), inflated by any lack of fit (chi2/dof > 1)
+    dof = len(xs) - 2
+    inflation = max(resid / dof, 1.0) if dof > 0 else float("nan")
+    return ExponentFit(beta, math.sqrt(inflation / sxx), math.exp(y_bar - beta * x_bar), used, skipped)
+
+
+def pilot_bins(path: str | Path) -> tuple[str, list[str], list[float], list[float], list[float | None]]:
+    """(prefix, bin names, representative lengths, sequences, pooled clip rates) of a run's per-bin counts."""
+    from fspo_verl.diagnostics.plotting import clip_rate_series, pooled_bin_rates
+    from fspo_verl.diagnostics.run_log import finite, read_run, series
+
+    run = read_run(path)
+    found = clip_rate_series(run)
+    if list(found) != ["actor/fspo"]:
+        raise ValueError(
+            f"{path}: --fit-exponent needs a pilot run of algorithm=fspo (its sqrt(L) band, actor/fspo/*_len_* counts); "
+            f"the run logs per-bin counts of {sorted(found) or 'no loss'}"
+        )
+    names = list(found["actor/fspo"])
+    longest = max(finite(series(run, "response_length/max")[1]), default=0.0)
+    lengths = []
+    for name in names:
+        lo_s, hi_s = name.removeprefix("len_").split("_")
+        lo = max(float(lo_s), 1.0)
+        hi = max(longest, 2 * lo) if hi_s == "inf" else float(hi_s)
+        lengths.append(math.sqrt(lo * hi))
+    pooled = pooled_bin_rates(run, "actor/fspo", names)
+    return "actor/fspo", names, lengths, [n for n, _, _ in pooled], [r for _, r, _ in pooled]
 
 
 def predicted_fspo_clip_rate(

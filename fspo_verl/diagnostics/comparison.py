@@ -23,7 +23,9 @@ epoch's pass; N(s) counts each sequence once, so the rates stay shares of sequen
 
 Outputs of :func:`write_outputs`: ``clip_rate_by_length.png`` (rate per bin, one line per method; hollow markers
 for sparse bins: the real-run counterpart of ``benchmarks/figures/fairness.png``), ``reward.png`` (mean over
-seeds of ``critic/score/mean`` per step, seeds as thin lines), ``comparison.json`` and ``comparison.md``.
+seeds of ``critic/score/mean`` per step, seeds as thin lines), ``length_reweighting_error.png`` (each step's
+length reweighting error, ``fspo_verl.diagnostics.fairness_number``, mean over seeds per method),
+``comparison.json`` and ``comparison.md``.
 
     python -m fspo_verl.diagnostics.comparison --run fspo=a.jsonl,b.jsonl --run gspo=c.jsonl,d.jsonl --out DIR
     python -m fspo_verl.diagnostics.comparison --sweep SWEEP_DIR --out DIR     # a fspo-verl train -m sweep
@@ -42,6 +44,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fspo_verl.diagnostics.fairness_number import step_fairness
 from fspo_verl.diagnostics.length_bins import BIN_KEY
 from fspo_verl.diagnostics.plotting import pyplot, save_figure
 from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
@@ -79,6 +82,8 @@ class MethodSummary:
     reward_first5: float | None  # mean over seeds of the mean reward of the first / last 5 steps
     reward_last5: float | None
     reward_curve: dict[int, float] = field(default_factory=dict)  # step -> mean over seeds
+    lre_curve: dict[int, float] = field(default_factory=dict)  # step -> mean over seeds of the step's LRE
+    lre_mean: float | None = None  # mean over seeds and steps of the per-step length reweighting error
 
 
 def _bin_prefix(run: Run, path: str) -> tuple[str, list[tuple[int, str]]]:
@@ -122,6 +127,7 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
     seqs: dict[str, float] = {}
     clipped: dict[str, float] = {}
     curves: list[dict[int, float]] = []
+    lre_curves: list[dict[int, float]] = []
     steps_per_run: list[int] = []
     for path in paths:
         run = read_run(path)
@@ -133,6 +139,8 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
                              f"logs {prefix} with {[n for _, n in bins]}; all runs of a method must match")
         steps = sorted(s for s in run if s >= first_step and f"{prefix}/seqs_{bins[0][1]}" in run[s])
         steps_per_run.append(len(steps))
+        lre = {s: step_fairness(run[s]).get(f"{prefix}/length_reweighting_error") for s in steps}
+        lre_curves.append({s: v for s, v in lre.items() if v is not None})
         for step in steps:
             logged = run[step]
             in_step = sum(logged[f"{prefix}/seqs_{name}"] for _, name in bins)
@@ -155,6 +163,7 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
     curve = {s: _mean([c[s] for c in curves if s in c]) for s in curve_steps}
     firsts = [_mean([c[s] for s in sorted(c)[:5]]) for c in curves if c]
     lasts = [_mean([c[s] for s in sorted(c)[-5:]]) for c in curves if c]
+    lre_steps = sorted(set().union(*lre_curves))
     return MethodSummary(
         method=method,
         prefix=prefix,
@@ -166,6 +175,8 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
         reward_first5=_mean([v for v in firsts if v is not None]),
         reward_last5=_mean([v for v in lasts if v is not None]),
         reward_curve={s: v for s, v in curve.items() if v is not None},
+        lre_curve={s: _mean([c[s] for c in lre_curves if s in c]) for s in lre_steps},
+        lre_mean=_mean([v for c in lre_curves for v in c.values()]),
     )
 
 
@@ -206,17 +217,20 @@ def markdown_table(summary: dict) -> str:
     methods = summary["methods"]
     bins = [b["name"] for b in next(iter(methods.values()))["bins"]]
     header = ["method", *(b.removeprefix("len_").replace("_", "-") for b in bins), "spread (max-min)", "overall",
-              "reward first 5", "reward last 5"]  # fmt: skip
+              "reward first 5", "reward last 5", "mean LRE per step"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in methods.items():
         cells = [_fmt(b["rate"]) if b["dense"] or b["rate"] is None else f"({_fmt(b['rate'])})" for b in m["bins"]]
         spread = _fmt(m["spread"]) if m["spread"] is not None else "- (fewer than 2 dense bins)"
         lines.append("| " + " | ".join([name, *cells, spread, _fmt(m["overall_rate"]), _fmt(m["reward_first5"]),
-                                        _fmt(m["reward_last5"])]) + " |")  # fmt: skip
+                                        _fmt(m["reward_last5"]), _fmt(m["lre_mean"])]) + " |")  # fmt: skip
     notes = [
         "",
-        f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with fewer than "
-        f"{summary['min_seqs']:g} sequences, left out of the spread ('-': no sequence).",
+        (
+            f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with fewer than "
+            f"{summary['min_seqs']:g} sequences, left out of the spread ('-': no sequence). LRE: the length "
+            "reweighting error of each step's per-bin clip rates (fspo_verl.diagnostics.fairness_number)."
+        ),
     ]
     versus = summary.get("fspo_vs_gspo")
     if versus is not None:
@@ -274,6 +288,24 @@ def plot_rewards(runs: dict[str, list[str | Path]], summary: dict, out: Path) ->
     return save_figure(fig, plt, out)
 
 
+def plot_lre(summary: dict, out: Path) -> Path:
+    """Per method, the per-step length reweighting error, mean over seeds."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for i, (name, m) in enumerate(summary["methods"].items()):
+        steps = sorted(m["lre_curve"], key=int)
+        mean = "" if m["lre_mean"] is None else f" (mean {m['lre_mean']:.3f})"
+        ax.plot([int(s) for s in steps], [m["lre_curve"][s] for s in steps], color=f"C{i % 10}", marker="o",
+                markersize=3, label=f"{name}{mean}")  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel("length reweighting error")
+    ax.set_title("Per-step length reweighting error of the clip (0: every length bin clipped alike)", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, plt, out)
+
+
 def write_outputs(runs: dict[str, list[str | Path]], out_dir: str | Path, min_seqs: float = MIN_SEQS,
                   first_step: int = 1) -> dict[str, Path]:  # fmt: skip
     """Summarize and write the two figures, the JSON and the markdown table; name -> path."""
@@ -285,6 +317,7 @@ def write_outputs(runs: dict[str, list[str | Path]], out_dir: str | Path, min_se
     return {
         "clip_rate_by_length.png": plot_clip_rates(summary, out_dir / "clip_rate_by_length.png"),
         "reward.png": plot_rewards(runs, summary, out_dir / "reward.png"),
+        "length_reweighting_error.png": plot_lre(summary, out_dir / "length_reweighting_error.png"),
         "comparison.json": out_dir / "comparison.json",
         "comparison.md": out_dir / "comparison.md",
     }

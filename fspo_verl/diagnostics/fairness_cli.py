@@ -15,10 +15,13 @@ import torch
 from fspo_verl.config import FSPO_DRIFTS, SSPO_GATES, FSPOPolicyLossConfig
 from fspo_verl.diagnostics.calibration import (
     DEFAULT_HIGH_TO_LOW,
+    fit_length_exponent,
+    pilot_bins,
     predicted_fspo_clip_rate,
     run_statistics,
     sigma_from_ppo_kl,
     suggest_fspo_constants,
+    tail_quantile,
 )
 from fspo_verl.diagnostics.clip_rates import CLIP_INDICATORS
 from fspo_verl.diagnostics.simulation import (
@@ -84,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--high-to-low", type=float, default=DEFAULT_HIGH_TO_LOW, help="c_high / c_low (default: the shipped 4/3)")
     cal.add_argument("--length", type=float, action="append", help="response length(s) to average over, with --sigma (default 1024)")
     cal.add_argument("--check", action="store_true", help="also simulate the suggestion and print the simulated rate")
+    cal.add_argument("--fit-exponent", action="store_true",
+                     help="with --run of an algorithm=fspo pilot: fit the length exponent beta of the spread of S_i from its "
+                     "per-bin clip counts and print fspo_adaptive overrides (band c*L^beta at --target)")  # fmt: skip
+    cal.add_argument("--pilot-c-low", type=float, default=None, help="the pilot's fspo_c_low (default: its config_<n>.yaml)")
+    cal.add_argument("--pilot-c-high", type=float, default=None, help="the pilot's fspo_c_high (default: its config_<n>.yaml)")
+    cal.add_argument("--offpolicy-share", type=float, default=None,
+                     help="share of the pilot's updates that are off-policy (default from its config_<n>.yaml: "
+                     "1 - 1/(mini-batches per step x ppo_epochs))")  # fmt: skip
     return parser
 
 
@@ -126,7 +137,66 @@ def calibrated_overrides(c_low: float, c_high: float, drift: str) -> list[str]:
     ]
 
 
+def adaptive_overrides(target: float, c_low: float, c_high: float, beta: float) -> list[str]:
+    """Hydra overrides selecting ``fspo_adaptive`` started from the fitted band c*L^beta (``++``: see above)."""
+    return [
+        f"{POLICY_LOSS}.loss_mode=fspo_adaptive",
+        f"{POLICY_LOSS}._target_=fspo_verl.config.FSPOPolicyLossConfig",
+        f"++{POLICY_LOSS}.fspo_target_clip_rate={target:g}",
+        f"++{POLICY_LOSS}.fspo_c_low={c_low:.4g}",
+        f"++{POLICY_LOSS}.fspo_c_high={c_high:.4g}",
+        f"++{POLICY_LOSS}.fspo_adaptive_prior_exponent={beta:.3f}",
+    ]
+
+
+def _pilot_settings(run: str, args: argparse.Namespace) -> tuple[float, float, float]:
+    """(c_low, c_high, off-policy share) of the pilot: flags first, else its ``config_<n>.yaml`` (fspo-verl train)."""
+    from omegaconf import OmegaConf
+
+    path = Path(run)
+    config_path = path.with_name(path.name.replace("metrics_", "config_").replace(".jsonl", ".yaml"))
+    cfg = OmegaConf.load(config_path) if config_path.name.startswith("config_") and config_path.exists() else None
+
+    def from_config(key: str):
+        value = OmegaConf.select(cfg, key) if cfg is not None else None
+        if value is None:
+            raise ValueError(f"{run}: no {config_path.name} beside it with {key}; pass it with a --pilot-* or --offpolicy-share flag")
+        return value
+
+    c_low = args.pilot_c_low if args.pilot_c_low is not None else float(from_config(f"{POLICY_LOSS}.fspo_c_low"))
+    c_high = args.pilot_c_high if args.pilot_c_high is not None else float(from_config(f"{POLICY_LOSS}.fspo_c_high"))
+    share = args.offpolicy_share
+    if share is None:
+        updates = (int(from_config("data.train_batch_size")) // int(from_config("actor_rollout_ref.actor.ppo_mini_batch_size"))
+                   * int(from_config("actor_rollout_ref.actor.ppo_epochs")))  # fmt: skip
+        share = 1.0 - 1.0 / max(updates, 1)
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"--offpolicy-share={share!r} is invalid: the pilot has no off-policy update to clip; give a share in (0, 1]")
+    return c_low, c_high, share
+
+
+def _fit_exponent_main(args: argparse.Namespace) -> int:
+    if not args.run:
+        raise ValueError("fspo-verl fairness calibrate --fit-exponent needs --run PILOT.jsonl (a run of algorithm=fspo)")
+    c_low, c_high, share = _pilot_settings(args.run, args)
+    _, names, lengths, seqs, rates = pilot_bins(args.run)
+    kappa = c_high / c_low
+    fit = fit_length_exponent(names, lengths, seqs, rates, c_low, kappa, share)
+    print(f"from {args.run}: pilot band fspo_c_low={c_low:g} fspo_c_high={c_high:g}, off-policy share {share:.3g}")
+    for name, length, n, rate in zip(names, lengths, seqs, rates):
+        shown = "-" if rate is None else f"{rate:.4f}"
+        print(f"  {name:<14} L~{length:7.1f}  sequences {n:9.0f}  pooled clip rate {shown}{'' if name in fit.used else '  (left out)'}")
+    print(f"length exponent of sd(S|L): beta = {fit.beta:.3f} +- {fit.beta_se:.3f} (FSPO assumes 0.5); sd(S|L) ~ {fit.scale:.4g} * L^beta")
+    c = tail_quantile(args.target, kappa) * fit.scale
+    print(f"band c*L^beta clipping {args.target:g} at every length: c_low={c:.4g} c_high={kappa * c:.4g}")
+    print("overrides, for `fspo-verl train algorithm=fspo_adaptive ...` and `python -m verl.trainer.main_ppo ...` alike:")
+    print(" \\\n".join(f"  {line}" for line in adaptive_overrides(args.target, c, kappa * c, fit.beta)))
+    return 0
+
+
 def _calibrate_main(args: argparse.Namespace) -> int:
+    if args.fit_exponent:
+        return _fit_exponent_main(args)
     weights = None
     if args.run:
         ppo_kl, lengths, weights = run_statistics(args.run)

@@ -6,9 +6,13 @@ Writes to ``--out`` (default: next to the JSONL, in ``<run>_plots/``):
                                val-core/*/reward/* or val-core/*/acc/* validation curve
     response_length.png        response_length/mean (band: min..max); clip_ratio (share of responses cut at
                                the length limit) on a second axis
-    clip_rate_by_length.png    one panel per loss that logged per-bin counts (actor/fspo, actor/sspo, ...):
+    clip_rate_by_length.png    one row per loss that logged per-bin counts (actor/fspo, actor/sspo, ...). Left:
                                clip rate of each length bin over steps, mean(clipped_len_X)/mean(seqs_len_X);
-                               a bin with no sequence at a step leaves a gap. actor/pg_clipfrac dashed.
+                               a bin with no sequence at a step leaves a gap; actor/pg_clipfrac dashed; the
+                               step's length reweighting error (``fairness_number``) dotted. Right: each bin's
+                               clip rate pooled over the run, with its binomial standard error
+                               sqrt(r(1-r)/n) as error bar (n: the bin's sequences over the run, each step's
+                               counts scaled to its N(s) sequences as ``comparison`` does).
 
 The per-bin rate is exact: the losses emit per-bin COUNTS and verl averages every metric over
 micro-batches and ranks alike, so the ratio of the two averaged counts is the global rate
@@ -18,6 +22,7 @@ micro-batches and ranks alike, so the ratio of the two averaged counts is the gl
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -50,6 +55,36 @@ def clip_rate_series(run: Run) -> dict[str, dict[str, tuple[list[int], list[floa
             per_bin[name] = (steps, rates)
         if per_bin:
             out[prefix] = per_bin
+    return out
+
+
+def pooled_bin_rates(run: Run, prefix: str, names: list[str]) -> list[tuple[float, float | None, float | None]]:
+    """Per bin (n, pooled rate, binomial standard error) over the run's steps; rate and se None for an empty bin.
+
+    Each step's logged counts (means over micro-batches) are scaled to the step's N(s) sequences
+    (``comparison.sequences_in_step``), so that every sequence weighs the same; a step without verl's token
+    metrics counts its logged means as they are.
+    """
+    from fspo_verl.diagnostics.comparison import sequences_in_step
+
+    seqs, clipped = [0.0] * len(names), [0.0] * len(names)
+    for step, logged in sorted(run.items()):
+        if any(f"{prefix}/seqs_{name}" not in logged for name in names):
+            continue
+        counts = [logged[f"{prefix}/seqs_{name}"] for name in names]
+        if sum(counts) <= 0:
+            continue
+        try:
+            scale = sequences_in_step(logged, "", step) / sum(counts)
+        except (ValueError, ZeroDivisionError):
+            scale = 1.0
+        for i, name in enumerate(names):
+            seqs[i] += scale * counts[i]
+            clipped[i] += scale * logged.get(f"{prefix}/clipped_{name}", 0.0)
+    out = []
+    for n, c in zip(seqs, clipped):
+        rate = min(max(c / n, 0.0), 1.0) if n > 0 else None
+        out.append((n, rate, math.sqrt(rate * (1.0 - rate) / n) if rate is not None else None))
     return out
 
 
@@ -118,25 +153,50 @@ def plot_response_length(run: Run, out: Path) -> Path | None:
 
 
 def plot_clip_rates(run: Run, out: Path) -> Path | None:
+    from fspo_verl.diagnostics.fairness_number import step_fairness
+
     rates = clip_rate_series(run)
     if not rates:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(len(rates), 1, figsize=(8, 4.2 * len(rates)), dpi=110, squeeze=False)
-    for ax, (prefix, per_bin) in zip(axes[:, 0], rates.items()):
+    fig, axes = plt.subplots(len(rates), 2, figsize=(13, 4.2 * len(rates)), dpi=110, squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2]})  # fmt: skip
+    for (ax, pooled_ax), (prefix, per_bin) in zip(axes, rates.items()):
         cmap = plt.get_cmap("viridis")
-        for i, (name, (steps, values)) in enumerate(per_bin.items()):
-            colour = cmap(i / max(len(per_bin) - 1, 1))
-            ax.plot(steps, values, marker="o", markersize=3, color=colour, label=name.removeprefix("len_").replace("_", "-"))
+        colours = [cmap(i / max(len(per_bin) - 1, 1)) for i in range(len(per_bin))]
+        labels = [name.removeprefix("len_").replace("_", "-") for name in per_bin]
+        for colour, label, (steps, values) in zip(colours, labels, per_bin.values()):
+            ax.plot(steps, values, marker="o", markersize=3, color=colour, label=label)
         overall_steps, overall = series(run, "actor/pg_clipfrac")
         if overall_steps:
             ax.plot(overall_steps, overall, color="black", linestyle="--", linewidth=1, label="actor/pg_clipfrac")
+        lre_steps = sorted(s for s in run if f"{prefix}/seqs_{next(iter(per_bin))}" in run[s])
+        if lre_steps:
+            lre = [step_fairness(run[s]).get(f"{prefix}/length_reweighting_error", float("nan")) for s in lre_steps]
+            ax.plot(lre_steps, lre, color="tab:red", linestyle=":", linewidth=1.5, label="length reweighting error")
         ax.set_title(f"Clip rate per response-length bin: {prefix}/clipped_len_* / seqs_len_*", fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel("share of sequences clipped")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="length bin", title_fontsize=8, ncol=2)
+
+        pooled = pooled_bin_rates(run, prefix, list(per_bin))
+        for i, (colour, (n, rate, se)) in enumerate(zip(colours, pooled)):
+            if rate is not None:
+                pooled_ax.errorbar([i], [rate], yerr=[se], color=colour, marker="o", markersize=6, capsize=4)
+                pooled_ax.annotate(f"n={n:.0f}", (i, rate), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        total = sum(n for n, _, _ in pooled)
+        if total > 0:
+            overall_rate = sum(n * r for n, r, _ in pooled if r is not None) / total
+            pooled_ax.axhline(overall_rate, color="black", linestyle="--", linewidth=1, label=f"all bins {overall_rate:.3f}")
+            pooled_ax.legend(fontsize=8)
+        pooled_ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        pooled_ax.set_xlabel("response-length bin")
+        pooled_ax.set_ylabel("clip rate over the run (+- binomial s.e.)")
+        pooled_ax.set_title(f"{prefix}: pooled over the run", fontsize=10)
+        pooled_ax.set_ylim(bottom=0)
+        pooled_ax.grid(alpha=0.3)
     return save_figure(fig, plt, out)
 
 

@@ -83,18 +83,32 @@ def compute_policy_loss_fspo(
     config: Any = None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics).
+    """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
+    hp = loss_hparams(config, "fspo")
+    batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
+    seq_log_ratio, lo, hi = fspo_band(batch, hp)  # (bs,) each
+    seq_loss, dual_clipped = band_clipped_loss(batch.advantages, seq_log_ratio, lo, hi, config)  # (bs,) each
+    loss = aggregate(seq_loss, batch, loss_agg_mode, config, rollout_is_weights)
+
+    with torch.no_grad():
+        outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
+    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins), seq_log_ratio)
+    return loss, metrics
+
+
+def band_clipped_loss(
+    adv: torch.Tensor, seq_log_ratio: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, config: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence loss l_i of the module docstring for any band [lo_i, hi_i]; all arguments (bs,), ``adv``
+    without gradient.
 
     Computed as the equivalent one-exponent form (fewer kernels; same value, and the same gradient except on
     the measure-zero set where S_i sits exactly on an edge): -A*exp(x) is monotone in x, so PPO's pessimistic
     max picks x_i = min(S_i, hi_i) when A_i > 0 and x_i = max(S_i, lo_i) when A_i <= 0, and the dual clip
     caps the latter at log(clip_ratio_c). Both are capped at MAX_LOG_RATIO before exp.
-    """
-    hp = loss_hparams(config, "fspo")
-    batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    adv = batch.advantages  # (bs,) no gradient
-    seq_log_ratio, lo, hi = fspo_band(batch, hp)  # (bs,) each
 
+    Returns (l_i, dual_clipped), each (bs,): the loss, and which sequences verl's dual clip capped.
+    """
     clip_ratio_c = float(config.get("clip_ratio_c", 3.0)) if config is not None else 3.0
     positive = adv > 0  # (bs,)
     upper = torch.minimum(seq_log_ratio, hi)  # (bs,) A > 0: the band caps S from above
@@ -102,11 +116,6 @@ def compute_policy_loss_fspo(
     cap_negative = min(math.log(clip_ratio_c), MAX_LOG_RATIO)  # dual clip: -A*exp(x) <= -A*clip_ratio_c
     exponent = torch.where(positive, upper, lower.clamp(max=cap_negative)).clamp(max=MAX_LOG_RATIO)  # (bs,)
     seq_loss = torch.exp(exponent) * -adv  # (bs,)
-
-    loss = aggregate(seq_loss, batch, loss_agg_mode, config, rollout_is_weights)
-
     with torch.no_grad():
-        outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
         dual_clipped = (adv < 0) & (lower.clamp(max=MAX_LOG_RATIO) > math.log(clip_ratio_c))  # (bs,)
-    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins), seq_log_ratio)
-    return loss, metrics
+    return seq_loss, dual_clipped

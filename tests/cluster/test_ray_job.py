@@ -118,7 +118,7 @@ def steps_of(metrics: Path) -> list[int]:
     return sorted(read_run(metrics)) if metrics.exists() else []
 
 
-def test_a_two_step_job_trains_on_both_nodes_and_checkpoints(ray_cluster, tmp_path):
+def test_a_two_step_job_trains_on_both_nodes_and_checkpoints(ray_cluster, tmp_path, built_demo_cache):
     metrics = tmp_path / "metrics_0.jsonl"
     proc = submit(ray_cluster, tmp_path, steps=2, metrics=metrics, submission_id="fspo-two-steps")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -155,7 +155,7 @@ def checkpointed_step(run_dir: Path) -> int:
         return 0
 
 
-def test_a_lost_node_fails_the_job_quickly_and_the_same_command_resumes(ray_cluster, tmp_path):
+def test_a_lost_node_fails_the_job_quickly_and_the_same_command_resumes(ray_cluster, tmp_path, built_demo_cache):
     """SIGKILL the worker node's raylet after the first checkpoint: the job fails within 120 s with a message
     naming the lost node; the same command, resubmitted to the repaired cluster, resumes from the last
     checkpoint and trains only the remaining steps."""

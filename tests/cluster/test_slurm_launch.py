@@ -54,10 +54,9 @@ CANCELLED_WITHIN_S = 60
 
 
 @pytest.fixture(scope="module")
-def cache_dir(demo_cache) -> Path:
-    """The tiny model and data: the session's demo assets (tests/conftest.py), built by the first job's driver
-    (fspo_verl.demo.ensure_assets) if no earlier test needed them."""
-    return demo_cache
+def cache_dir(built_demo_cache) -> Path:
+    """The tiny model and data: the session's demo assets (tests/conftest.py), built before the first job."""
+    return built_demo_cache
 
 
 class Job:

@@ -45,10 +45,10 @@ LEAN = [
 ]
 
 
-def test_a_sweep_job_runs_under_slurm_and_reports_back(slurm_cluster, tmp_path, demo_cache):
+def test_a_sweep_job_runs_under_slurm_and_reports_back(slurm_cluster, tmp_path, built_demo_cache):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    env = slurm_cluster.env({**os.environ, "FSPO_VERL_CACHE": str(demo_cache)})
+    env = slurm_cluster.env({**os.environ, "FSPO_VERL_CACHE": str(built_demo_cache)})
     args = [
         "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=12",
         "algorithm=fspo", *LEAN, f"hydra.sweep.dir={sweep}",

@@ -19,8 +19,8 @@ DATA = "countdown_cpu"
 
 
 @pytest.fixture(scope="module")
-def cache_dir(demo_cache):
-    return demo_cache  # the session's demo assets (tests/conftest.py)
+def cache_dir(built_demo_cache):
+    return built_demo_cache  # the session's demo assets (tests/conftest.py)
 
 
 def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, cache_dir):

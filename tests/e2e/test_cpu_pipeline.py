@@ -22,8 +22,8 @@ def length_bin_keys(loss: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(demo_cache) -> Path:
-    return demo_cache  # the session's demo assets (tests/conftest.py)
+def cache_dir(built_demo_cache) -> Path:
+    return built_demo_cache  # the session's demo assets (tests/conftest.py)
 
 
 def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
@@ -87,18 +87,26 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
     assert_finite(second, REWARD_AND_LOSS + SYNC)
 
 
-def test_sspo_runs(tmp_path, cache_dir):
+@pytest.mark.parametrize("loss_mode", ["sspo", "fspo_adaptive"])
+def test_sequence_loss_runs(tmp_path, cache_dir, loss_mode):
     extra = [
         "algorithm.adv_estimator=grpo",
         "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=sspo",
+        f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
         "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean",
         "trainer.val_before_train=false",
     ]
     result = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra)
     assert_succeeded(result)
     assert sorted(result.metrics) == [1, 2]
-    assert_finite(result, REWARD_AND_LOSS + SYNC + length_bin_keys("sspo"))
+    # the per-step fairness numbers (fspo_verl.diagnostics.fairness_number) reach verl's file logger
+    fairness = [f"actor/{loss_mode}/length_reweighting_error", f"actor/{loss_mode}/clip_rate_sd_across_bins"]
+    assert_finite(result, REWARD_AND_LOSS + SYNC + length_bin_keys(loss_mode) + fairness)
+    if loss_mode == "fspo_adaptive":
+        # two FSDP ranks over gloo all-reduce the statistics inside the loss; by step 2 the off-policy updates of
+        # step 1 have filled them (synthetic_cpu: 64 prompts x 8, four updates a step, three of them off-policy)
+        assert_finite(result, ["actor/fspo_adaptive/alpha", "actor/fspo_adaptive/stat_seqs"])
+        assert result.metrics[2]["actor/fspo_adaptive/stat_seqs"] > 0
 
 
 

@@ -38,8 +38,8 @@ LEAN = [
 
 
 @pytest.fixture(scope="module")
-def cache_dir(demo_cache) -> Path:
-    return demo_cache  # the session's demo assets (tests/conftest.py)
+def cache_dir(built_demo_cache) -> Path:
+    return built_demo_cache  # the session's demo assets (tests/conftest.py)
 
 
 def test_two_job_sweep_basic_launcher(tmp_path, cache_dir):
