@@ -189,21 +189,26 @@ def _with(frame: pd.DataFrame, **columns) -> pd.DataFrame:
     return frame
 
 
+#: rows of each bad-contents file
+ROWS = 16
+
+
 def make_bad_contents(folder: Path) -> None:
-    """Parquet files with verl's columns whose rows verl cannot use."""
-    rows = _rows(4)
+    """Parquet files with verl's columns whose rows verl cannot use (16 rows: one batch of the default preset,
+    so that the contents are the only problem)."""
+    rows = _rows(ROWS)
     message = [{"role": "user", "content": "1 2 3"}]
-    _with(rows, prompt=[None] * 4).to_parquet(folder / "prompt_null.parquet")
-    _with(rows, prompt=["1 2 3"] * 4).to_parquet(folder / "prompt_strings.parquet")
-    _with(rows, prompt=[7] * 4).to_parquet(folder / "prompt_ints.parquet")
-    _with(rows, prompt=[message, None, message, None]).to_parquet(folder / "prompt_half_null.parquet")
-    _with(rows, reward_model=[{"style": "rule", "ground_truth": None}] * 4).to_parquet(folder / "ground_truth_null.parquet")
-    _with(rows, prompt=[[{"role": "user", "text": "1 2 3"}]] * 4).to_parquet(folder / "messages_text.parquet")
-    _with(rows, prompt=[[], message, message, message]).to_parquet(folder / "prompt_empty_list.parquet")
-    _with(rows, data_source=[None] * 4).to_parquet(folder / "data_source_null.parquet")
-    _with(rows, reward_model=[None, {"style": "rule", "ground_truth": "1"}] * 2).to_parquet(folder / "reward_model_null.parquet")
+    _with(rows, prompt=[None] * ROWS).to_parquet(folder / "prompt_null.parquet")
+    _with(rows, prompt=["1 2 3"] * ROWS).to_parquet(folder / "prompt_strings.parquet")
+    _with(rows, prompt=[7] * ROWS).to_parquet(folder / "prompt_ints.parquet")
+    _with(rows, prompt=[message, None] * (ROWS // 2)).to_parquet(folder / "prompt_half_null.parquet")
+    _with(rows, reward_model=[{"style": "rule", "ground_truth": None}] * ROWS).to_parquet(folder / "ground_truth_null.parquet")
+    _with(rows, prompt=[[{"role": "user", "text": "1 2 3"}]] * ROWS).to_parquet(folder / "messages_text.parquet")
+    _with(rows, prompt=[[]] + [message] * (ROWS - 1)).to_parquet(folder / "prompt_empty_list.parquet")
+    _with(rows, data_source=[None] * ROWS).to_parquet(folder / "data_source_null.parquet")
+    _with(rows, reward_model=[None] + [{"style": "rule", "ground_truth": "1"}] * (ROWS - 1)).to_parquet(folder / "reward_model_null.parquet")
     record = {"data_source": "t", "prompt": "1 2 3", "reward_model": {"style": "rule", "ground_truth": "1"}}
-    (folder / "prompt_strings.jsonl").write_text("\n".join(json.dumps(record) for _ in range(4)) + "\n")
+    (folder / "prompt_strings.jsonl").write_text("\n".join(json.dumps(record) for _ in range(ROWS)) + "\n")
     (folder / "no_netrc").write_text("")
 
 
