@@ -23,6 +23,7 @@ A job's directory is locked while it runs (:class:`fspo_verl.run_dir.RunLock`): 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -143,32 +144,48 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 @contextlib.contextmanager
 def _stop_on_signals():
     """SIGTERM/SIGINT raise :class:`JobStopped` in the main thread (where the driver waits in ``ray.get``,
-    which lets signal handlers run), once; later ones are ignored while the job cleans up.
+    which lets Python's signal handlers run), once; later ones are ignored while the job cleans up. Yields
+    the list of signals received: raised inside Ray's Cython code, JobStopped can surface wrapped in a
+    ``SystemError``, so the list, not the exception's type, says whether the job was stopped.
 
-    ``ray.init`` installs its own SIGTERM handler (``sys.exit(15)``), which skipped our status file and
-    summary; while the job runs, Ray's calls to install one are ignored, and the previous handlers come
-    back when the job ends."""
-    import ray._private.utils as ray_utils
+    ``ray.init`` replaces the SIGTERM handler twice: in Python (``sys.exit(15)``) and, as its core worker
+    starts, at the C level (a crash handler that dumps and aborts: the driver died by SIGABRT with no status
+    file and no summary). While the job runs, ``ray.init`` is wrapped so that our handlers are installed
+    again right after it; the previous handlers and ``ray.init`` come back when the job ends."""
+    import ray
 
+    stopping: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stopping
         return
-    stopping = []
 
     def stop(signum, frame):
         if not stopping:
             stopping.append(signum)
             raise JobStopped(signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    ray_setter = ray_utils.set_sigterm_handler
-    ray_utils.set_sigterm_handler = lambda handler: None
+    def install() -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stop)
+
+    ray_init = ray.init
+
+    @functools.wraps(ray_init)
+    def init_then_ours(*args, **kwargs):
+        try:
+            return ray_init(*args, **kwargs)
+        finally:
+            install()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    install()
+    ray.init = init_then_ours
     try:
-        yield
+        yield stopping
     finally:
-        ray_utils.set_sigterm_handler = ray_setter
+        ray.init = ray_init
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _lock_directories(job_dir: Path, checkpoints: Path) -> list[RunLock]:
@@ -226,21 +243,24 @@ def _checked_job(config: DictConfig, job_dir: Path, checkpoints: Path) -> dict:
     files = reserve_run(job_dir)
     start_ms = int(time.time() * 1000)
     status, error = "failed", None
-    with _stop_on_signals():
+    with _stop_on_signals() as stopping:
         try:
             write_whole(files.config, OmegaConf.to_yaml(config, resolve=True))
             with _job_environment():
                 _train(config, files)
             status = "ok"
-        except JobStopped as stop:
-            status, error = "stopped", str(stop)
-            OUTCOME_SIGNALS.append(stop.signum)
-        except Exception as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
-            print(traceback.format_exc(), file=sys.stderr)
-            error = write_error_note(err) or f"{type(err).__name__}: {err}"
-            lost = lost_nodes_note(err, start_ms)
-            if lost:
-                error = f"{lost}. Ray's error: {error}"
+        except BaseException as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
+            if stopping:  # JobStopped, or what Ray's code wrapped it in
+                status, error = "stopped", str(JobStopped(stopping[0]))
+                OUTCOME_SIGNALS.append(stopping[0])
+            elif not isinstance(err, Exception):
+                raise
+            else:
+                print(traceback.format_exc(), file=sys.stderr)
+                error = write_error_note(err) or f"{type(err).__name__}: {err}"
+                lost = lost_nodes_note(err, start_ms)
+                if lost:
+                    error = f"{lost}. Ray's error: {error}"
     return finish_job(files, status, error, checkpoints)
 
 
