@@ -142,7 +142,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def _stop_on_signals():
+def _stop_on_signals(on_stop=None):
     """SIGTERM/SIGINT raise :class:`JobStopped` in the main thread (where the driver waits in ``ray.get``,
     which lets Python's signal handlers run), once; later ones are ignored while the job cleans up. Yields
     the list of signals received: raised inside Ray's Cython code, JobStopped can surface wrapped in a
@@ -180,9 +180,29 @@ def _stop_on_signals():
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     install()
     ray.init = init_then_ours
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        """Woken by the signal itself (the wakeup fd), not by the main thread: when the whole process group
+        gets SIGTERM, Ray's own processes die with the driver's, and Ray's core worker can end the driver
+        before its main thread runs Python again; ``on_stop`` records the stop first."""
+        while data := os.read(read_end, 64):
+            for signum in data:
+                if signum in STOP_SIGNALS and on_stop is not None:
+                    on_stop(signal.Signals(signum))
+                    return
+
+    watcher = threading.Thread(target=watch, name="fspo-verl-stop-watcher", daemon=True)
+    watcher.start()
     try:
         yield stopping
     finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_end)
+        watcher.join(timeout=5)
+        os.close(read_end)
         ray.init = ray_init
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -243,13 +263,18 @@ def _checked_job(config: DictConfig, job_dir: Path, checkpoints: Path) -> dict:
     files = reserve_run(job_dir)
     start_ms = int(time.time() * 1000)
     status, error = "failed", None
-    with _stop_on_signals() as stopping:
+    reported = threading.Event()
+
+    def record_stop(signum: signal.Signals) -> None:  # from the watcher thread, at once
+        finish_job(files, "stopped", str(JobStopped(signum)), checkpoints, plots=False, reported=reported)
+
+    with _stop_on_signals(record_stop) as stopping:
         try:
             write_whole(files.config, OmegaConf.to_yaml(config, resolve=True))
             with _job_environment():
                 _train(config, files)
             status = "ok"
-        except BaseException as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
+        except BaseException as err:  # recorded, reported, and the sweep goes on
             if stopping:  # JobStopped, or what Ray's code wrapped it in
                 status, error = "stopped", str(JobStopped(stopping[0]))
                 OUTCOME_SIGNALS.append(stopping[0])
@@ -261,13 +286,27 @@ def _checked_job(config: DictConfig, job_dir: Path, checkpoints: Path) -> dict:
                 lost = lost_nodes_note(err, start_ms)
                 if lost:
                     error = f"{lost}. Ray's error: {error}"
-    return finish_job(files, status, error, checkpoints)
+    return finish_job(files, status, error, checkpoints, reported=reported)
 
 
-def finish_job(files: RunFiles, status: str, error: str | None, checkpoints: Path) -> dict:
-    """Plots, ``status_<n>.json`` and the summary; a write that fails is one line, and the summary still prints."""
+def finish_job(files: RunFiles, status: str, error: str | None, checkpoints: Path, plots: bool = True,
+               reported: threading.Event | None = None) -> dict:
+    """Plots, ``status_<n>.json`` and the summary; a write that fails is one line, and the summary still prints.
+
+    ``reported`` (set once the summary is printed) lets a stop be recorded twice: at once from the signal
+    watcher (no plots), and again when the job has ended cleanly (with plots), the summary printed once."""
+    with _FINISHING:
+        return _finish(files, status, error, checkpoints, plots, reported)
+
+
+#: one finish at a time: the signal watcher's and the main thread's
+_FINISHING = threading.Lock()
+
+
+def _finish(files: RunFiles, status: str, error: str | None, checkpoints: Path, plots: bool,
+            reported: threading.Event | None) -> dict:
     try:
-        plots = _plot(files)
+        plots = _plot(files) if plots else []
     except OSError as err:
         print(f"ERROR: {write_error_line(files.plots, err)}", file=sys.stderr)
         plots = []
@@ -280,7 +319,11 @@ def finish_job(files: RunFiles, status: str, error: str | None, checkpoints: Pat
     except WriteFailed as err:
         print(f"ERROR: {err.strerror}", file=sys.stderr)
         outcome["status_file"] = f"not written: {err.strerror}"
-    _report(outcome)
+    if reported is None or not reported.is_set():
+        _report(outcome)
+        sys.stdout.flush()
+        if reported is not None:
+            reported.set()
     return outcome
 
 

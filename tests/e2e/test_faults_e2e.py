@@ -1,11 +1,11 @@
 """Two faults on verl's real trainer (CPU backend): a second run in a busy directory, and SIGTERM mid-run.
 
 One real run A trains in a directory. A second ``fspo-verl train`` there is refused in the driver, naming
-the directory and A's PID, before it starts Ray (so it costs an import, not a cluster). Then A's driver gets
-SIGTERM after its first logged step (``kill PID``, ``timeout``): A ends with exit code 143 (not SIGABRT), its
-``status_0.json`` says ``stopped``, its summary is printed, and every process it had started is gone. Before
-these mechanisms both runs trained in the same directory, and SIGTERM ended the driver by SIGABRT (Ray's
-crash handler) with no status file and no summary.
+the directory and A's PID, before it starts Ray (so it costs an import, not a cluster). Then A's process group
+gets SIGTERM after its first logged step (``kill -- -PGID``, a scheduler): Ray's own processes get it too. A
+ends with exit code 143 (not SIGABRT), its ``status_0.json`` says ``stopped``, its summary is printed, and
+every process it had started is gone. Before these mechanisms both runs trained in the same directory, and
+SIGTERM ended the driver by SIGABRT (Ray's crash handler) with no status file and no summary.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def test_a_second_run_is_refused_and_sigterm_ends_the_first_cleanly(tmp_path):
 
         _wait_for(lambda: _stepped(run_dir / "metrics_0.jsonl"), START_TIMEOUT_S, "first step", first, log)
         started = [p.pid for p in psutil.Process(first.pid).children(recursive=True)]
-        first.send_signal(signal.SIGTERM)  # `kill PID`, `timeout`, a scheduler signalling the main process
+        # the whole process group, as `kill -- -PGID` or a scheduler does: Ray's own processes get it too
+        os.killpg(first.pid, signal.SIGTERM)
         first.wait(timeout=STOP_TIMEOUT_S)
     finally:
         if first.poll() is None:
