@@ -9,6 +9,7 @@ removed (nothing else is created, so ``validate`` leaves no trace).
 Loggers. Each backend of ``trainer.logger`` that needs a package or credentials is one row of :data:`LOGGERS`:
 ``wandb`` without an API key died in the TaskRunner (``wandb.errors.UsageError: No API key configured``)
 after Ray had started; a backend whose package is absent died with ``ModuleNotFoundError`` there.
+Validating away from the run's machine (``FSPO_VERL_FILES_ELSEWHERE=1``) turns these findings into warnings.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, ListConfig
 
 from fspo_verl.checks import Findings, register_check
 from fspo_verl.config_lookup import config_value
+from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
 
 #: (key, what is written there, whether null means "not written")
@@ -141,4 +143,9 @@ def logger_problems(config: DictConfig) -> list[str]:
 
 @register_check
 def check_places(config: DictConfig) -> Findings:
-    return Findings(errors=directory_problems(config) + logger_problems(config))
+    """Under ``FSPO_VERL_FILES_ELSEWHERE=1`` (validating away from where the run will run) the places and the
+    environment are the other machine's: each finding is a warning."""
+    found = Findings()
+    for message in directory_problems(config) + logger_problems(config):
+        report_missing(found, message)
+    return found
