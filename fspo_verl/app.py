@@ -14,14 +14,21 @@ Each job (one run, or one combination of a sweep):
    JSONL, TensorBoard events, checkpoints (unless ``trainer.default_local_dir`` is set), plots, status;
 3. runs verl's V1 trainer in a fresh Ray session (``ray.shutdown()`` afterwards, whatever happened), with
    the process environment restored afterwards, so the next job of a sweep starts clean;
-4. records ``ok`` or ``failed`` (with the error) in ``status_<n>.json``; a failed job does not stop a sweep.
+4. records ``ok``, ``failed`` (with the error) or ``stopped`` (SIGTERM/SIGINT; the process then exits 143/130)
+   in ``status_<n>.json``, written whole or not at all; a failed job does not stop a sweep.
+
+A job's directory is locked while it runs (:class:`fspo_verl.run_dir.RunLock`): a second run there is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -31,13 +38,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from fspo_verl.checks import Findings, run_checks
 from fspo_verl.lost_nodes import lost_nodes_note
-from fspo_verl.presets import GROUPS, ROOT_CONFIG, description, presets, with_search_path
-from fspo_verl.run_dir import RunFiles, place_checkpoints, reserve_run
+from fspo_verl.preflight.checkpoints import TRACKER, apply_resume_fallback
+from fspo_verl.presets import (
+    GROUPS,
+    ROOT_CONFIG,
+    description,
+    presets,
+    with_search_path,
+)
+from fspo_verl.run_dir import (
+    RunDirBusy,
+    RunFiles,
+    RunLock,
+    WriteFailed,
+    place_checkpoints,
+    reserve_run,
+    write_error_line,
+    write_whole,
+)
 
 PROG = "fspo-verl"
 HELP_RESOLVER = "fspo_verl_help"
 #: what each job this process ran (single run) or launched (sweep) ended with: one dict per job
 OUTCOMES: list[dict] = []
+#: the signal that stopped a job of this process, if one did
+OUTCOME_SIGNALS: list[int] = []
 
 
 def job_findings(config: DictConfig) -> Findings:
@@ -104,39 +129,216 @@ def _plot(files: RunFiles) -> list[str]:
     return [str(path) for path in written.values() if path is not None]
 
 
+class JobStopped(BaseException):
+    """SIGTERM or SIGINT reached the driver: the job stops, records itself and ends its Ray session."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+#: the signals that stop a job cleanly; the process then exits 128 + the signal's number (143, 130)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(on_stop=None):
+    """SIGTERM/SIGINT raise :class:`JobStopped` in the main thread (where the driver waits in ``ray.get``,
+    which lets Python's signal handlers run), once; later ones are ignored while the job cleans up. Yields
+    the list of signals received: raised inside Ray's Cython code, JobStopped can surface wrapped in a
+    ``SystemError``, so the list, not the exception's type, says whether the job was stopped.
+
+    ``ray.init`` replaces the SIGTERM handler twice: in Python (``sys.exit(15)``) and, as its core worker
+    starts, at the C level (a crash handler that dumps and aborts: the driver died by SIGABRT with no status
+    file and no summary). While the job runs, ``ray.init`` is wrapped so that our handlers are installed
+    again right after it; the previous handlers and ``ray.init`` come back when the job ends."""
+    import ray
+
+    stopping: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopping
+        return
+
+    def stop(signum, frame):
+        if not stopping:
+            stopping.append(signum)
+            raise JobStopped(signum)
+
+    def install() -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stop)
+
+    ray_init = ray.init
+
+    @functools.wraps(ray_init)
+    def init_then_ours(*args, **kwargs):
+        try:
+            return ray_init(*args, **kwargs)
+        finally:
+            install()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    install()
+    ray.init = init_then_ours
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        """Woken by the signal itself (the wakeup fd), not by the main thread: when the whole process group
+        gets SIGTERM, Ray's own processes die with the driver's, and Ray's core worker can end the driver
+        before its main thread runs Python again; ``on_stop`` records the stop first."""
+        while data := os.read(read_end, 64):
+            for signum in data:
+                if signum in STOP_SIGNALS and on_stop is not None:
+                    on_stop(signal.Signals(signum))
+                    return
+
+    watcher = threading.Thread(target=watch, name="fspo-verl-stop-watcher", daemon=True)
+    watcher.start()
+    try:
+        yield stopping
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_end)
+        watcher.join(timeout=5)
+        os.close(read_end)
+        ray.init = ray_init
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _lock_directories(job_dir: Path, checkpoints: Path) -> list[RunLock]:
+    """Lock the job's directory, and the checkpoint directory when it lies elsewhere; raises RunDirBusy."""
+    locks = [RunLock(job_dir)]
+    resolved = checkpoints.expanduser().resolve()
+    if "://" not in str(checkpoints) and job_dir.resolve() not in (resolved, *resolved.parents):
+        try:
+            locks.append(RunLock(resolved))
+        except BaseException:
+            locks[0].release()
+            raise
+    return locks
+
+
 def run_job(config: DictConfig) -> dict:
     """Check, train and record one job in its Hydra job directory; returns its outcome (never raises for a
-    failed training, so that a sweep goes on)."""
+    failed training, so that a sweep goes on).
+
+    The job's directory (and its checkpoint directory) is locked first (:class:`fspo_verl.run_dir.RunLock`):
+    a second run there is refused before any check or Ray start. SIGTERM/SIGINT stop the job cleanly: Ray
+    session ended, ``status_<n>.json`` (``stopped``) and the summary written."""
     from hydra.core.hydra_config import HydraConfig
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
+    checkpoints = place_checkpoints(config, job_dir)
+    try:
+        locks = _lock_directories(job_dir, checkpoints)
+    except RunDirBusy as busy:
+        print(f"ERROR: hydra.run.dir={busy.directory}: {busy}", file=sys.stderr)
+        print(f"{PROG} train: not started", file=sys.stderr)
+        return {"status": "not_started", "directory": str(job_dir), "errors": [str(busy)]}
+    except OSError as err:
+        message = f"hydra.run.dir={job_dir}: {write_error_line(job_dir, err)}; set hydra.run.dir to a folder you can write"
+        print(f"ERROR: {message}\n{PROG} train: not started", file=sys.stderr)
+        return {"status": "not_started", "directory": str(job_dir), "errors": [message]}
+    try:
+        return _checked_job(config, job_dir, checkpoints)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _checked_job(config: DictConfig, job_dir: Path, checkpoints: Path) -> dict:
     found = job_findings(config)
     print_findings(found)
     if found.errors:
         print(f"{PROG} train: not started; fix the problems above ({PROG} validate shows them too)", file=sys.stderr)
         return {"status": "not_started", "directory": str(job_dir), "errors": found.errors}
+    intact = apply_resume_fallback(config)
+    if intact is not None:
+        print(f"WARNING: trainer.resume_mode=auto: the step {TRACKER} names is gone; resuming from {intact} "
+              f"(trainer.resume_mode=resume_path trainer.resume_from_path={intact.resolve()})", file=sys.stderr)
 
     files = reserve_run(job_dir)
-    checkpoints = place_checkpoints(config, job_dir)
-    files.config.write_text(OmegaConf.to_yaml(config, resolve=True))
     start_ms = int(time.time() * 1000)
-    with _job_environment():
+    status, error = "failed", None
+    reported = threading.Event()
+
+    def record_stop(signum: signal.Signals) -> None:  # from the watcher thread, at once
+        finish_job(files, "stopped", str(JobStopped(signum)), checkpoints, plots=False, reported=reported)
+
+    with _stop_on_signals(record_stop) as stopping:
         try:
-            _train(config, files)
-        except Exception as err:  # noqa: BLE001 - recorded, reported, and the sweep goes on
-            print(traceback.format_exc(), file=sys.stderr)
-            error = f"{type(err).__name__}: {err}"
-            lost = lost_nodes_note(err, start_ms)
-            if lost:
-                error = f"{lost}. Ray's error: {error}"
-        else:
-            error = None
-    plots = _plot(files)
+            write_whole(files.config, OmegaConf.to_yaml(config, resolve=True))
+            with _job_environment():
+                _train(config, files)
+            status = "ok"
+        except BaseException as err:  # recorded, reported, and the sweep goes on
+            if stopping:  # JobStopped, or what Ray's code wrapped it in
+                status, error = "stopped", str(JobStopped(stopping[0]))
+                OUTCOME_SIGNALS.append(stopping[0])
+            elif not isinstance(err, Exception):
+                raise
+            else:
+                print(traceback.format_exc(), file=sys.stderr)
+                error = write_error_note(err) or f"{type(err).__name__}: {err}"
+                lost = lost_nodes_note(err, start_ms)
+                if lost:
+                    error = f"{lost}. Ray's error: {error}"
+    return finish_job(files, status, error, checkpoints, reported=reported)
+
+
+def finish_job(files: RunFiles, status: str, error: str | None, checkpoints: Path, plots: bool = True,
+               reported: threading.Event | None = None) -> dict:
+    """Plots, ``status_<n>.json`` and the summary; a write that fails is one line, and the summary still prints.
+
+    ``reported`` (set once the summary is printed) lets a stop be recorded twice: at once from the signal
+    watcher (no plots), and again when the job has ended cleanly (with plots), the summary printed once."""
+    with _FINISHING:
+        return _finish(files, status, error, checkpoints, plots, reported)
+
+
+#: one finish at a time: the signal watcher's and the main thread's
+_FINISHING = threading.Lock()
+
+
+def _finish(files: RunFiles, status: str, error: str | None, checkpoints: Path, plots: bool,
+            reported: threading.Event | None) -> dict:
+    try:
+        plots = _plot(files) if plots else []
+    except OSError as err:
+        print(f"ERROR: {write_error_line(files.plots, err)}", file=sys.stderr)
+        plots = []
     details = {"metrics": str(files.metrics), "plots": plots, "tensorboard": str(files.tensorboard),
                "checkpoints": str(checkpoints), "config": str(files.config)}
-    outcome = files.write_status("failed" if error else "ok", **details, **({"error": error} if error else {}))
-    _report(outcome)
+    outcome = {"status": status, "run": files.index, "directory": str(files.directory.resolve()), **details,
+               **({"error": error} if error else {})}
+    try:
+        outcome = files.write_status(status, **details, **({"error": error} if error else {}))
+    except WriteFailed as err:
+        print(f"ERROR: {err.strerror}", file=sys.stderr)
+        outcome["status_file"] = f"not written: {err.strerror}"
+    if reported is None or not reported.is_set():
+        _report(outcome)
+        sys.stdout.flush()
+        if reported is not None:
+            reported.set()
     return outcome
+
+
+#: a write error's text inside an exception (Ray re-raises a worker's OSError as text): errno and path
+_WRITE_ERROR = re.compile(r"\[Errno (28|27|122|30|5)\] ([^:\n]+): '([^'\n]+)'")
+
+
+def write_error_note(err: BaseException) -> str | None:
+    """One line for a full disk / write error anywhere in ``err`` (a worker's, relayed by Ray): the path, and
+    the space free where it was written; None for any other error."""
+    match = _WRITE_ERROR.search(f"{err}\n{err.__cause__ or ''}")
+    if match is None:
+        return None
+    errno_, why, path = int(match[1]), match[2], match[3]
+    return write_error_line(path, OSError(errno_, why))
 
 
 def first_line(text: str, limit: int = 200) -> str:
@@ -151,7 +353,8 @@ def files_status(outcome: dict) -> str:
 def _report(outcome: dict) -> None:
     print(f"\n{PROG} train: run {outcome['run']} {outcome['status']} in {outcome['directory']}")
     if outcome.get("error"):
-        print(f"  error        {first_line(outcome['error'])} (the whole error: {files_status(outcome)})")
+        where = outcome.get("status_file") or f"the whole error: {files_status(outcome)}"
+        print(f"  error        {first_line(outcome['error'])} ({where})")
     print(f"  metrics      {outcome['metrics']}")
     print(f"  plots        {', '.join(outcome['plots']) or 'none (no step was logged)'}")
     print(f"  tensorboard  {outcome['tensorboard']}")
@@ -267,6 +470,7 @@ def train_main(argv: list[str]) -> int:
     if answered is not None:
         return answered
     OUTCOMES.clear()
+    OUTCOME_SIGNALS.clear()
     saved_argv = sys.argv
     # Hydra parses sys.argv; the program name is what its completion script binds
     sys.argv = [PROG, *_add_search_path(argv)]
@@ -274,4 +478,6 @@ def train_main(argv: list[str]) -> int:
         hydra_main()
     finally:
         sys.argv = saved_argv
+    if OUTCOME_SIGNALS:  # stopped by a signal: the shell's convention, 128 + its number
+        return 128 + OUTCOME_SIGNALS[-1]
     return 0 if all(outcome.get("status") == "ok" for outcome in OUTCOMES) else 1

@@ -10,6 +10,7 @@ module can add one with ``@register_check``.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,8 +123,11 @@ def check_micro_batch_divides_mini_batch(config: DictConfig) -> Findings:
     this bites PODS runs first.
     """
     found = Findings()
-    n = config_value(config, f"{ROLLOUT}.n", 1) or 1
-    gpus = (config_value(config, "trainer.n_gpus_per_node", 1) or 1) * (config_value(config, "trainer.nnodes", 1) or 1)
+    n = config_value(config, f"{ROLLOUT}.n", 1)
+    per_node, nodes = config_value(config, "trainer.n_gpus_per_node", 1), config_value(config, "trainer.nnodes", 1)
+    if not all(_count(v) for v in (n, per_node, nodes)):
+        return found  # fspo_verl.preflight.values names the count that is not one
+    gpus = per_node * nodes
     for role in (ACTOR, "critic"):
         if role == "critic" and not _critic_enabled(config):
             continue
@@ -131,7 +135,7 @@ def check_micro_batch_divides_mini_batch(config: DictConfig) -> Findings:
             continue
         micro = config_value(config, f"{role}.ppo_micro_batch_size_per_gpu")
         mini = config_value(config, f"{role}.ppo_mini_batch_size")
-        if not micro or not mini:
+        if not _count(micro) or not _count(mini):
             continue
         dp = gpus // max(1, config_value(config, f"{role}.ulysses_sequence_parallel_size", 1) or 1)
         per_rank, remainder = divmod(mini * n, max(dp, 1))
@@ -148,6 +152,10 @@ def check_micro_batch_divides_mini_batch(config: DictConfig) -> Findings:
     return found
 
 
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _critic_enabled(config: DictConfig) -> bool:
     from verl.trainer.ppo.utils import need_critic
 
@@ -159,26 +167,50 @@ def _critic_enabled(config: DictConfig) -> bool:
             return False
 
 
+#: exceptions that mean a check (or verl's validate_config) tripped over a value of the wrong kind, not a
+#: finding of its own: reported only when no other check named a problem (it is then the only clue)
+CRASHES = (TypeError, ZeroDivisionError, AttributeError, KeyError, IndexError)
+
+
 def run_checks(config: DictConfig) -> Findings:
     """All registered checks (with ``fspo_verl.preflight``'s) plus verl's own ``validate_config``.
 
-    Never raises for a bad setting: a check that crashes on a broken config is reported as a problem.
+    Never raises for a bad setting. A check that crashes on a broken config, and verl's validate_config
+    when it crashes (``ZeroDivisionError`` for ``trainer.nnodes=0``) or repeats a key already named (in its
+    short names), add nothing when another check has named the problem: one line per problem, in our words.
     """
     import fspo_verl.preflight  # noqa: F401 - registers the pre-flight checks on first use
 
     found = Findings()
+    crashed: list[str] = []
     for check in CHECKS:
         try:
             found.extend(check(config))
         except Exception as err:  # noqa: BLE001 - one broken key must not hide the other problems
-            found.errors.append(f"check {check.__name__} could not read the config: {type(err).__name__}: {err}")
-    verl_found = _verl_validate(config)
-    # verl's validate_config builds the actor section too: drop its repeat of a problem already named
-    found.errors.extend(e for e in verl_found.errors if not any(e.split(": ", 1)[-1] in mine for mine in found.errors))
+            crashed.append(f"a setting read by {check.__name__} is not of the kind it needs ({type(err).__name__}: {err}); "
+                           f"fix the keys it reads, or report this with the command line if they look right")
+    verl_found, verl_crashed = _verl_validate(config)
+    named = {_leaf(e) for e in found.errors} - {None}
+    for error in verl_found.errors:
+        if verl_crashed and found.errors:
+            continue  # verl tripped over a value our checks name
+        if any(re.search(rf"(?<!\w){re.escape(leaf)}(?!\w)", error) for leaf in named):
+            continue  # verl's words for a key one of our lines names in full
+        if not any(error.split(": ", 1)[-1] in mine for mine in found.errors):
+            found.errors.append(error)
+    if not found.errors:
+        found.errors.extend(crashed)
     return found
 
 
-def _verl_validate(config: DictConfig) -> Findings:
+def _leaf(message: str) -> str | None:
+    """The last part of the key a ``key=value: ...`` message names."""
+    match = re.match(r"^([\w.]+)=", message)
+    return match[1].rsplit(".", 1)[-1] if match else None
+
+
+def _verl_validate(config: DictConfig) -> tuple[Findings, bool]:
+    """verl's validate_config; (its problem, whether it was a crash rather than one of its own checks)."""
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
@@ -188,8 +220,12 @@ def _verl_validate(config: DictConfig) -> Findings:
     except Exception as err:  # noqa: BLE001 - verl raises AssertionError, ValueError or Hydra's wrappers
         from fspo_verl.preflight.messages import error_text
 
+        inner = err
+        while inner.__cause__ is not None:
+            inner = inner.__cause__
         found.errors.append(f"verl's validate_config rejected the config: {error_text(err)}")
-    return found
+        return found, isinstance(inner, CRASHES)
+    return found, False
 
 
 @register_check

@@ -15,6 +15,10 @@ verl's ``FileLogger`` opens its path with mode ``"wb"``, which truncates. The ru
 creating ``metrics_<n>.jsonl`` with ``O_CREAT | O_EXCL`` (atomic: two runs starting at once cannot get the
 same number) at one past the highest number present, so a deleted older file never makes a new run reuse
 the name of a later one (the bug of counting the files).
+
+A directory is used by one run at a time: :class:`RunLock` (an OS lock that dies with its process) makes a
+second run there fail in the driver, naming the first run's PID. The status file is written whole or not at
+all (:func:`write_whole`: a temporary name, then a rename), so a full disk never leaves it empty.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +67,91 @@ class RunFiles:
         return {"VERL_FILE_LOGGER_PATH": str(self.metrics.resolve()), "TENSORBOARD_DIR": str(self.tensorboard.resolve())}
 
     def write_status(self, status: str, **details) -> dict:
+        """Write ``status_<n>.json`` whole or not at all (:func:`write_whole`); raises :class:`WriteFailed`."""
         record = {"status": status, "run": self.index, "directory": str(self.directory.resolve()), **details}
-        self.status.write_text(json.dumps(record, indent=2) + "\n")
+        write_whole(self.status, json.dumps(record, indent=2) + "\n")
         return record
+
+
+class WriteFailed(OSError):
+    """A file could not be written; ``str()`` is one line naming the path, the bytes needed and the free space."""
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` into a temporary name next to ``path`` and rename it over ``path`` (atomic on POSIX): a
+    full disk or a write error leaves the previous file (or none), never an empty or half-written one."""
+    data = text.encode()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise WriteFailed(err.errno, write_error_line(path, err, len(data))) from err
+
+
+def write_error_line(path: str | Path, err: OSError, needed: int | None = None) -> str:
+    """``cannot write PATH: No space left on device (needs N bytes, M bytes free there)`` on one line."""
+    try:
+        free = shutil.disk_usage(nearest_folder(Path(path))).free
+    except OSError:
+        free = None
+    sizes = ", ".join(part for part in (f"needs {needed:,} bytes" if needed is not None else "",
+                                         f"{free:,} bytes free there" if free is not None else "") if part)
+    return f"cannot write {path}: {err.strerror or err}" + (f" ({sizes})" if sizes else "")
+
+
+def nearest_folder(path: Path) -> Path:
+    while not path.is_dir() and path.parent != path:
+        path = path.parent
+    return path
+
+
+#: the file a run holds an exclusive lock on for as long as it uses its directory
+LOCK_FILE = ".fspo_verl_run.lock"
+
+
+class RunDirBusy(Exception):
+    """Another live process holds the directory's lock."""
+
+    def __init__(self, directory: Path, pid: str):
+        self.directory, self.pid = directory, pid
+        super().__init__(
+            f"{directory} is in use by another run (PID {pid or 'unknown'}), which would have its checkpoints, "
+            f"metrics and logs overwritten; wait for it to end, or give this run another directory "
+            f"(hydra.run.dir=..., or another trainer.experiment_name)"
+        )
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<directory>/.fspo_verl_run.lock`` holding the owner's PID.
+
+    The kernel drops the lock when the holder's file descriptor closes, so a run that is killed (even by
+    SIGKILL) leaves no stale lock. The descriptor is not inherited by child processes (Python's default), so
+    Ray processes the run starts do not keep it locked after the run is gone."""
+
+    def __init__(self, directory: str | Path):
+        import fcntl
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(self._fd, 64, 0).decode(errors="replace").strip()
+            os.close(self._fd)
+            raise RunDirBusy(self.directory.resolve(), pid) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def run_numbers(directory: str | Path) -> list[int]:

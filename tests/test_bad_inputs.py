@@ -73,7 +73,7 @@ def _errors(text: str) -> list[str]:
 
 
 def test_corpus_is_large_and_covers_the_issue():
-    assert len(CORPUS) >= 40
+    assert len(CORPUS) >= 90
     assert len({row.name for row in CORPUS}) == len(CORPUS)
     counts = Counter("general" if row.mechanism in GENERAL else "specific" for row in CORPUS)
     assert counts["general"] > counts["specific"], counts
@@ -82,7 +82,7 @@ def test_corpus_is_large_and_covers_the_issue():
 @pytest.mark.parametrize("row", CORPUS, ids=[row.name for row in CORPUS])
 def test_validate_rejects_in_the_driver(row, bad_dir, warm, ray_recorder, monkeypatch, capsys):
     for name, value in row.env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, value.format(d=bad_dir))
     capsys.readouterr()
     start = time.process_time()
     status = cli(["validate", *_args(row, bad_dir)])
@@ -92,14 +92,30 @@ def test_validate_rejects_in_the_driver(row, bad_dir, warm, ray_recorder, monkey
     named = [e for e in errors if f"{row.key}=" in e]
     assert named, f"{row.name}: no error names {row.key}:\n" + "\n".join(errors)
     assert any("Fix:" in e for e in named), named
+    assert not [e for e in errors if any(raw in e for raw in INTERNAL)], errors
     assert elapsed < LIMIT_S, f"{row.name}: {elapsed:.1f} CPU s"
+
+
+#: what a message must never say: a check's crash, or an exception verl raised on a value a check names
+INTERNAL = ("could not read the config", "ZeroDivisionError", "TypeError: '<' not supported")
+#: rows whose every line must name the user's key: no line blames a key derived from it, no second raw line
+ONLY_THE_USERS_KEY = ("group_size zero", "nnodes zero", "n_gpus_per_node zero", "mini-batch a word", "mini-batch larger than the batch")
+
+
+@pytest.mark.parametrize("name", ONLY_THE_USERS_KEY)
+def test_every_line_names_the_users_key(name, bad_dir, warm, capsys):
+    row = BY_NAME[name]
+    capsys.readouterr()
+    assert cli(["validate", *_args(row, bad_dir)]) == 1
+    errors = _errors(capsys.readouterr().err)
+    assert errors and all(f"{row.key}=" in e for e in errors), errors
 
 
 def _subprocess(command: str, row, bad_dir: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path, float]:
     marker = tmp_path / "ray_started"
     # the checkout under test first, as `python -m pytest` has it for the in-process tests
     path = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, **row.env, "PYTHONPATH": path}
+    env = {**os.environ, **{k: v.format(d=bad_dir) for k, v in row.env.items()}, "PYTHONPATH": path}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [sys.executable, str(HERE / "_no_ray_cli.py"), str(marker), command, *_args(row, bad_dir)],
@@ -174,7 +190,7 @@ def test_the_recorded_mechanism_is_the_one_that_catches_it(row, bad_dir, monkeyp
     from fspo_verl.launch import compose
 
     for name, value in row.env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, value.format(d=bad_dir))
     run_checks(compose([]))  # imports fspo_verl.preflight, registering its checks
     errors = _module_check(row.mechanism)(compose(_args(row, bad_dir))).errors
     assert any(f"{row.key}=" in e for e in errors), errors

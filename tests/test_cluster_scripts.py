@@ -75,9 +75,9 @@ def test_shellcheck_is_clean(script):
 
 
 @pytest.mark.parametrize("script", REPRODUCTIONS, ids=lambda p: p.name)
-def test_every_recipe_validates(script, tmp_path):
-    # cpu_demo.sh resolves its local assets (tiny model, synthetic parquet) into FSPO_VERL_CACHE, the session's
-    # (tests/conftest.py), which the environment passes on
+def test_every_recipe_validates(script, tmp_path, built_demo_cache):
+    # cpu_demo.sh and compare_cpu.sh resolve their local assets (tiny model, task parquet) in FSPO_VERL_CACHE, the
+    # session's (tests/conftest.py), built before: the subprocess's time limit does not cover the supervised passes
     proc = _sh(script, FSPO_VERL_COMMAND="validate", OUT=str(tmp_path / "out"))  # compare_cpu.sh writes there
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "fspo-verl validate: OK" in proc.stderr

@@ -136,7 +136,7 @@ def test_cli_writes_figures_json_and_table_from_realistic_logs(tmp_path, capsys)
         comparison.main(["--run", "fspo", "--out", str(out)])
 
 
-def test_recipe_composes_every_run_with_the_same_seed_steps_and_bins(tmp_path):
+def test_recipe_composes_every_run_with_the_same_seed_steps_and_bins(tmp_path, built_demo_cache):
     """recipes/compare_cpu.sh in validate mode: each method's run config is composed and checked by the
     launcher, with the seed, step budget and length bins the comparison needs."""
     import os

@@ -6,10 +6,13 @@ Each module is one mechanism and registers its check into :mod:`fspo_verl.checks
 - :mod:`.sections`     build verl's config dataclass of every section the workers build, as they build it
 - :mod:`.names`        every name the workers look up in a registry (loss, estimator, rollout, logger,
                        reward manager, resume mode, ...), with the registered names in the message
-- :mod:`.data_files`   the parquet footer of every local data file against the columns verl reads
-- :mod:`.model_files`  the local model's config and tokenizer, loaded as the workers load them
-- :mod:`.values`       nonsense numbers: non-positive counts, lengths, learning rates; negative temperature;
-                       a group-relative estimator with one sample per group
+- :mod:`.data_files`   the parquet footer of every local data file against the columns verl reads, and the
+                       first row group's rows (prompts as chat messages, ground truth, no nulls)
+- :mod:`.model_files`  the local model's config and tokenizer, loaded as the workers load them, and its
+                       weight files (present; safetensors headers parse)
+- :mod:`.values`       one table of domains (counts, clip ratios, top_p, coefficients, frequencies, ...)
+                       and one of relations (batch vs mini-batch, lengths vs the model's positions)
+- :mod:`.places`       output and checkpoint folders writable (a probe file); loggers' packages and credentials
 - :mod:`.checkpoints`  the checkpoint a resume would load: present, complete and readable
 - :mod:`.resolution`   the config resolved in place, as verl's TaskRunner resolves it (a resolver's list
                        default passes ``validate``'s printout and fails there)
@@ -21,6 +24,6 @@ No check starts Ray, reads a whole data file, or touches the network.
 
 from __future__ import annotations
 
-from fspo_verl.preflight import checkpoints, data_files, model_files, names, resolution, sections, values  # noqa: F401 - registers
+from fspo_verl.preflight import checkpoints, data_files, model_files, names, places, resolution, sections, values  # noqa: F401 - registers
 
-__all__ = ["checkpoints", "data_files", "model_files", "names", "resolution", "sections", "values"]
+__all__ = ["checkpoints", "data_files", "model_files", "names", "places", "resolution", "sections", "values"]

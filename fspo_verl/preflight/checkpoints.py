@@ -21,6 +21,12 @@ name. Here every file of the folder is checked without loading it:
 
 A damaged folder is named with its first damaged file, and the message gives the exact overrides that
 resume from the newest intact ``global_step_<K>`` instead (or start afresh when there is none).
+
+A tracker that names a step whose folder is gone made verl train from scratch with a warning. Here
+``fspo-verl train`` resumes from the newest intact folder below the named step instead and says so
+(:func:`apply_resume_fallback`), or, when none is left, stops with the override that starts afresh on
+purpose. verl writes the tracker last, once a save has finished, so it is the mark of a complete
+checkpoint: a folder above the tracker's step (a save cut short, e.g. by a full disk) is never taken.
 """
 
 from __future__ import annotations
@@ -149,6 +155,11 @@ def checkpoint_problems(config: DictConfig) -> Findings:
         root = Path(os.path.expanduser(raw))
         tracker = root / TRACKER
         if not tracker.is_file():
+            if step_dirs(root):
+                found.warnings.append(
+                    f"trainer.resume_mode=auto: {root} holds {', '.join(sorted(p.name for p in step_dirs(root).values()))} but no "
+                    f"{TRACKER}, which verl writes when a save has finished: no save finished, so training starts from scratch "
+                    f"(to load one anyway: trainer.resume_mode=resume_path trainer.resume_from_path=<its folder>).")
             return found
         text = tracker.read_text().strip()
         if not text.isdigit():
@@ -156,7 +167,18 @@ def checkpoint_problems(config: DictConfig) -> Findings:
             return found
         folder = root / f"global_step_{int(text)}"
         if not folder.is_dir():
-            found.warnings.append(f"trainer.resume_mode=auto: {tracker} names step {text}, but {folder} does not exist, so verl will train from scratch; to resume another step set trainer.resume_mode=resume_path trainer.resume_from_path=<its global_step_N folder>.")
+            intact = _fallback(root, int(text), parts)
+            if intact is not None:
+                found.warnings.append(
+                    f"trainer.resume_mode=auto: {tracker} names step {text}, but {folder} does not exist; `fspo-verl train` "
+                    f"resumes from the newest intact checkpoint below it, {intact} (verl alone would train from scratch). "
+                    f"To choose: trainer.resume_mode=resume_path trainer.resume_from_path=<a global_step_N folder>, or "
+                    f"trainer.resume_mode=disable to start afresh.")
+            else:
+                found.errors.append(problem(
+                    "trainer.resume_mode", mode, f"{tracker} names step {text}, but {folder} does not exist and no intact "
+                    f"global_step_<N> below it is left under {root}, so verl would train from scratch without saying so",
+                    "start afresh on purpose with trainer.resume_mode=disable, or restore the checkpoint folder"))
             return found
         damage = damaged_files(folder, parts)
         if damage:
@@ -177,6 +199,33 @@ def checkpoint_problems(config: DictConfig) -> Findings:
         if damage and STEP_DIR.match(folder.name):
             found.errors.append(_damage_message(key, raw, folder, damage, folder.parent, parts))
     return found
+
+
+def resume_fallback(config: DictConfig) -> Path | None:
+    """With ``trainer.resume_mode=auto`` and a tracker naming a step whose folder is gone: the newest intact
+    ``global_step_<N>`` below it (None when resume needs no fallback or none is intact). Only steps below the
+    tracker's count: verl writes the tracker when a save has finished, so a folder above it may be partial."""
+    raw = config_value(config, "trainer.default_local_dir")
+    if config_value(config, "trainer.resume_mode") != "auto" or not isinstance(raw, str) or "://" in raw:
+        return None
+    root = Path(os.path.expanduser(raw))
+    tracker = root / TRACKER
+    text = tracker.read_text().strip() if tracker.is_file() else ""
+    if not text.isdigit() or (root / f"global_step_{int(text)}").is_dir():
+        return None
+    return _fallback(root, int(text), _parts(config))
+
+
+def apply_resume_fallback(config: DictConfig) -> Path | None:
+    """Point the config at :func:`resume_fallback`'s folder (``resume_mode=resume_path``); returns it, or None."""
+    from omegaconf import open_dict
+
+    intact = resume_fallback(config)
+    if intact is not None:
+        with open_dict(config):
+            config.trainer.resume_mode = "resume_path"
+            config.trainer.resume_from_path = str(intact.resolve())
+    return intact
 
 
 @register_check

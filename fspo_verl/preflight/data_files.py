@@ -11,6 +11,13 @@ Columns verl 0.9.1 reads from every row (``utils/dataset/rl_dataset.py`` and the
 (the managers read it by that literal name; ``data.reward_fn_key`` too), and ``reward_model`` with a
 ``ground_truth`` field. A dataset class of one's own (``data.custom_cls.path``) reads what it likes, so then
 only the files' presence is checked. Remote paths (``hdfs://``, ``s3://``, ...) are named in a warning.
+
+Contents: a column of the right name can still hold what verl cannot use (a null prompt failed in the
+TaskRunner with ``TypeError: 'NoneType' object is not iterable`` in ``_build_messages``; plain-string prompts
+trained for real on one-token prompts). The first row group, at most :data:`HEAD_ROWS` rows, is read and each
+row checked as verl uses it: the prompt a non-empty list of ``{role, content}`` messages (what
+``_build_messages`` passes to ``apply_chat_template``), ``data_source`` and ``data.reward_fn_key`` not null,
+``reward_model`` a dict whose ``ground_truth`` is not null (what the reward managers read).
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ PARQUET = (".parquet",)
 JSON = (".json", ".jsonl")
 #: the field of the ``reward_model`` column the reward managers read
 GROUND_TRUTH = "ground_truth"
+#: rows read of each file (from its first row group): enough to catch a column written wrongly, cheap at any size
+HEAD_ROWS = 1000
+#: the fields of a chat message the tokenizer's chat template reads
+MESSAGE_FIELDS = ("role", "content")
 
 
 def _paths(value) -> list:
@@ -121,6 +132,8 @@ def file_problems(config: DictConfig, key: str, raw: str, custom: bool) -> Findi
         names = getattr(reward_type, "names", None) if reward_type is not None else None
         if names is not None and GROUND_TRUTH not in names:
             found.errors.append(problem(key, raw, f"its reward_model column has no {GROUND_TRUTH} field (it has: {', '.join(names)}); the reward managers read reward_model.{GROUND_TRUTH}", "write reward_model as {'ground_truth': ..., 'style': 'rule'}"))
+    if not found.errors:
+        found.errors.extend(content_problems(config, key, raw, path))
     if key == "data.train_files" and not found.errors:
         batch = config_value(config, "data.train_batch_size")
         if isinstance(batch, int) and path.suffix in PARQUET and rows < batch and len(_paths(config_value(config, key))) == 1:
@@ -129,6 +142,83 @@ def file_problems(config: DictConfig, key: str, raw: str, custom: bool) -> Findi
                 f"set data.train_batch_size to at most {rows}, or use more data",
             ))
     return found
+
+
+def _head_rows(path: Path) -> list[dict]:
+    """The first row group of a parquet file, at most :data:`HEAD_ROWS` rows (the first record of a JSON file)."""
+    if path.suffix in PARQUET:
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(path)
+        table = handle.read_row_group(0) if handle.metadata.num_row_groups else None
+        return table.slice(0, HEAD_ROWS).to_pylist() if table is not None else []
+    if path.suffix == ".jsonl":
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20).decode("utf-8", errors="replace")
+        line = next((line for line in head.splitlines() if line.strip()), "")
+        return [json.loads(line)] if line else []
+    records = json.loads(path.read_text() or "[]")
+    return [records] if isinstance(records, dict) else list(records[:HEAD_ROWS])
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def prompt_problem(prompt) -> str | None:
+    """What is wrong with one row's prompt for verl's ``RLHFDataset._build_messages`` and the chat template, or None."""
+    if prompt is None:
+        return "is null"
+    if isinstance(prompt, str):
+        return "is a plain string, not a list of chat messages (verl would template it as one message of its characters)"
+    if not isinstance(prompt, (list, tuple)):
+        return f"is a {_kind(prompt)}, not a list of chat messages"
+    if not prompt:
+        return "is an empty list of messages"
+    for number, message in enumerate(prompt):
+        if not isinstance(message, dict):
+            return f"message {number} is a {_kind(message)}, not a {{role, content}} dict"
+        absent = [field for field in MESSAGE_FIELDS if message.get(field) is None]
+        if absent:
+            return f"message {number} has no {' or '.join(absent)} (it has: {', '.join(k for k, v in message.items() if v is not None) or 'nothing'})"
+        if not isinstance(message["content"], (str, list)):
+            return f"message {number}'s content is a {_kind(message['content'])}, not text"
+    return None
+
+
+def row_problem(config: DictConfig, row: dict) -> tuple[str, str] | None:
+    """(column, what is wrong) of the first column of ``row`` that verl cannot use, or None."""
+    prompt_key = config_value(config, "data.prompt_key", "prompt")
+    why = prompt_problem(row.get(prompt_key))
+    if why:
+        return prompt_key, why
+    for column in required_columns(config):
+        if column not in (prompt_key, "reward_model") and row.get(column) is None:
+            return column, "is null"
+    reward = row.get("reward_model")
+    if not isinstance(reward, dict):
+        return "reward_model", f"is {_kind(reward)}, not a dict with {GROUND_TRUTH}"
+    if reward.get(GROUND_TRUTH) is None:
+        return f"reward_model.{GROUND_TRUTH}", "is null (the reward function would score against None)"
+    return None
+
+
+def content_problems(config: DictConfig, key: str, raw: str, path: Path) -> list[str]:
+    """The first row group (at most :data:`HEAD_ROWS` rows) read and each row checked as verl will use it."""
+    try:
+        rows = _head_rows(path)
+    except Exception as err:  # noqa: BLE001 - ArrowInvalid, OSError, JSONDecodeError: named like a bad footer
+        return [problem(key, raw, f"its first rows cannot be read ({type(err).__name__}: {str(err).splitlines()[0]})", "re-create the file")]
+    bad = [(number, found) for number, row in enumerate(rows) if (found := row_problem(config, row if isinstance(row, dict) else {}))]
+    if not bad:
+        return []
+    number, (column, why) = bad[0]
+    share = f"{len(bad)} of the first {len(rows)} rows are bad" if len(bad) > 1 else f"1 of the first {len(rows)} rows is bad"
+    return [problem(
+        key, raw, f"row {number}'s {column} {why}; {share}",
+        "write each prompt as a list of chat messages [{'role': 'user', 'content': '...'}] and each reward_model as "
+        "{'ground_truth': ..., 'style': 'rule'} with no nulls (recipes/data/ shows the format), or drop the bad rows",
+    )]
 
 
 @register_check

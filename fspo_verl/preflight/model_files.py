@@ -4,7 +4,10 @@ verl's workers build ``HFModelConfig`` from ``actor_rollout_ref.model`` (and ``c
 reads ``config.json``, the tokenizer and the generation config. A missing directory used to surface as
 "Repo id must be in the form ..." inside a worker, because a path that is not a directory is taken for a
 Hub id. Here, for a local path, the directory and its files are checked and the same dataclass is built
-in the driver. Remote paths (``hdfs://``, ``s3://``, ...) and Hub ids (``Qwen/Qwen3-8B-Base``) cannot be
+in the driver, and the weights the model names (its index's ``weight_map``, or ``model.safetensors`` /
+``pytorch_model.bin``) must exist and parse: a safetensors header only (8-byte length, JSON, last tensor's
+end against the file size), never the tensors. A truncated ``model.safetensors`` failed in
+``actor_rollout_init_model`` (``SafetensorError: invalid header length``) after Ray had started. Remote paths (``hdfs://``, ``s3://``, ...) and Hub ids (``Qwen/Qwen3-8B-Base``) cannot be
 checked without downloading: they get a warning that names them, never an error.
 """
 
@@ -28,6 +31,9 @@ from fspo_verl.preflight.messages import error_text, problem
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: files any one of which makes a tokenizer loadable by transformers' AutoTokenizer
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+#: weight indexes (sharded weights) and single weight files, in the order transformers looks for them
+INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+SINGLE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: (model section, the condition under which a worker loads it)
 MODEL_SECTIONS = ("actor_rollout_ref.model", "critic.model")
 
@@ -97,8 +103,43 @@ def model_problems(config: DictConfig, section: str) -> Findings:
     if not any((tokenizer_dir / name).is_file() for name in TOKENIZER_FILES):
         found.errors.append(problem(key, path, f"has no tokenizer files (none of {', '.join(TOKENIZER_FILES)} in {tokenizer_dir})", f"copy the tokenizer into it, or set {section}.tokenizer_path"))
     if not found.errors:
+        found.errors.extend(weight_problems(key, path, folder))
+    if not found.errors:
         found.errors.extend(_build(config, section))
     return found
+
+
+def weight_files(folder: Path) -> tuple[list[Path], Path | None]:
+    """(the weight files the model names, the index that names them or None): an index's ``weight_map``,
+    else the single-file weights, else []."""
+    for index_name in INDEXES:
+        index = folder / index_name
+        if index.is_file():
+            names = json.loads(index.read_text()).get("weight_map", {}).values()
+            return [folder / name for name in sorted(set(names))], index
+    return [folder / name for name in SINGLE_WEIGHTS if (folder / name).is_file()], None
+
+
+def weight_problems(key: str, path: str, folder: Path) -> list[str]:
+    """Every weight file present and readable: a safetensors header (8-byte length + JSON) and its last
+    tensor's end against the file size, a torch .bin's zip directory; nothing is loaded."""
+    from fspo_verl.preflight.checkpoints import READERS
+
+    fix = f"re-copy the model's weights into {folder} (or point {key} at a complete model directory)"
+    try:
+        files, index = weight_files(folder)
+    except (OSError, ValueError, AttributeError) as err:
+        return [problem(key, path, f"its weight index cannot be read ({type(err).__name__}: {err})", fix)]
+    if not files:
+        return [problem(key, path, f"has no weights (none of {', '.join(INDEXES + SINGLE_WEIGHTS)} in {folder})", fix)]
+    for file in files:
+        if not file.is_file():
+            return [problem(key, path, f"{file.name}, named by {index.name}, does not exist", fix)]
+        reader = READERS.get(file.suffix)
+        why = "0 bytes" if file.stat().st_size == 0 else reader(file) if reader else None
+        if why:
+            return [problem(key, path, f"the weights file {file} is damaged: {why}", fix)]
+    return []
 
 
 def _build(config: DictConfig, section: str) -> list[str]:

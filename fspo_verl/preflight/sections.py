@@ -157,7 +157,7 @@ def _field_problems(key: str, node: DictConfig, cls: type) -> list[str]:
         want, optional = _scalar_type(hints[name])
         if want is None or (value is None and optional) or _accepts(want, value):
             continue
-        found.append(problem(f"{key}.{name}", value, f"{cls.__name__}.{name} is {'an optional ' if optional else 'a '}{want.__name__}", f"give a {want.__name__} value"))
+        found.append(problem(f"{key}.{name}", value, f"{cls.__name__}.{name} must be {'null or ' if optional else ''}of type {want.__name__}", f"give a value of type {want.__name__}"))
     return found
 
 

@@ -3,9 +3,10 @@
 - basic launcher: two jobs (fspo, gspo) one after the other in this driver, each in a fresh Ray session;
   each job's directory holds its resolved config, metrics, TensorBoard events, plots and checkpoint, and
   ``fspo-verl plot <sweep dir>`` compares them;
-- submitit_local: two jobs as submitit subprocesses, the second with a model whose weights file is corrupt
-  (its config and tokenizer are intact, and the driver does not read weights), so it passes the driver checks
-  and fails inside the trainer: it is recorded, the first keeps its results.
+- submitit_local: two jobs as submitit subprocesses, the second with a model whose weights file has a header
+  of the right length and offsets but a dtype the safetensors library does not know (the driver reads the
+  header's length and offsets, not its dtypes), so it passes the driver checks and fails inside the trainer:
+  it is recorded, the first keeps its results.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _bad_inputs import unknown_dtype
 from e2e.cpu_run import fspo_verl_train
 from fspo_verl.demo import ensure_assets
 from fspo_verl.diagnostics.run_log import read_run
@@ -76,7 +78,7 @@ def test_submitit_local_records_a_failed_job_and_keeps_the_other(tmp_path, cache
     good = Path(ensure_assets(cache_dir)["model_path"])
     bad = tmp_path / "corrupt_weights_model"
     shutil.copytree(good, bad)
-    (bad / "model.safetensors").write_bytes(b"not a safetensors file\n")
+    unknown_dtype(bad / "model.safetensors")
     sweep = tmp_path / "sweep"
     proc = fspo_verl_train(
         # one job at a time (batches of one): two CPU Ray clusters at once would overload a small CI machine
