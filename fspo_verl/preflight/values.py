@@ -221,7 +221,10 @@ def lengths_fit_the_model(config: DictConfig) -> list[str]:
         config, "data.max_response_length", response,
         f"data.max_prompt_length={prompt} + data.max_response_length={response} = {prompt + response} tokens exceed the model's "
         f"max_position_embeddings={positions} ({folder / 'config.json'})",
-        f"set data.max_response_length to at most {max(positions - prompt, 1)} (or shorten data.max_prompt_length)",
+        (f"set data.max_response_length to at most {positions - prompt}, or choose a model with more positions"
+         if prompt < positions else
+         f"choose a model with more positions (a model= preset for this task), or set data.max_prompt_length below "
+         f"{positions}"),
     )]
 
 
