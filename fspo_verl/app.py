@@ -268,11 +268,17 @@ def _checked_job(config: DictConfig, job_dir: Path, checkpoints: Path) -> dict:
     def record_stop(signum: signal.Signals) -> None:  # from the watcher thread, at once
         finish_job(files, "stopped", str(JobStopped(signum)), checkpoints, plots=False, reported=reported)
 
+    lost: list[str | None] = [None]  # the nodes a failed run lost, asked while Ray is still connected
     with _stop_on_signals(record_stop) as stopping:
         try:
             write_whole(files.config, OmegaConf.to_yaml(config, resolve=True))
             with _job_environment():
-                _train(config, files)
+                try:
+                    _train(config, files)
+                except Exception as err:
+                    if not stopping:  # the job environment ends Ray's session on exit: ask the GCS now
+                        lost[0] = lost_nodes_note(err, start_ms)
+                    raise
             status = "ok"
         except BaseException as err:  # recorded, reported, and the sweep goes on
             if stopping:  # JobStopped, or what Ray's code wrapped it in
@@ -283,9 +289,8 @@ def _checked_job(config: DictConfig, job_dir: Path, checkpoints: Path) -> dict:
             else:
                 print(traceback.format_exc(), file=sys.stderr)
                 error = write_error_note(err) or f"{type(err).__name__}: {err}"
-                lost = lost_nodes_note(err, start_ms)
-                if lost:
-                    error = f"{lost}. Ray's error: {error}"
+                if lost[0]:
+                    error = f"{lost[0]}. Ray's error: {error}"
     return finish_job(files, status, error, checkpoints, reported=reported)
 
 

@@ -62,3 +62,39 @@ def test_without_ray_there_is_nothing_to_ask():
 
     assert not ray.is_initialized()
     assert lost_nodes.dead_nodes_since(0, wait_s=5) == []
+
+
+def test_the_driver_asks_for_lost_nodes_while_rays_session_is_still_open(tmp_path, monkeypatch):
+    """``fspo-verl train``'s job asks the GCS which nodes died before its job environment ends Ray's session
+    (asked after it, every lookup found no Ray and the note was lost; tests/cluster/test_ray_job.py failed so)."""
+    import contextlib
+
+    from omegaconf import OmegaConf
+
+    from fspo_verl import app
+
+    inside, asked = [False], []
+
+    @contextlib.contextmanager
+    def environment():
+        inside[0] = True
+        try:
+            yield
+        finally:
+            inside[0] = False
+
+    def train(config, files):
+        raise ActorDiedError()
+
+    def note(err, start_ms):
+        asked.append(inside[0])
+        return "lost Ray node c4f8 (10.0.0.7): health check failed"
+
+    monkeypatch.setattr(app, "job_findings", lambda config: app.Findings())
+    monkeypatch.setattr(app, "_job_environment", environment)
+    monkeypatch.setattr(app, "_train", train)
+    monkeypatch.setattr(app, "lost_nodes_note", note)
+    config = OmegaConf.create({"trainer": {"resume_mode": "disable", "default_local_dir": str(tmp_path / "ckpt")}})
+    outcome = app._checked_job(config, tmp_path, tmp_path / "ckpt")
+    assert asked == [True]
+    assert outcome["status"] == "failed" and outcome["error"].startswith("lost Ray node c4f8 (10.0.0.7)")
