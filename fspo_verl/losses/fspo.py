@@ -86,13 +86,21 @@ def compute_policy_loss_fspo(
     """FSPO policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
     hp = loss_hparams(config, "fspo")
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    seq_log_ratio, lo, hi = fspo_band(batch, hp)  # (bs,) each
+    return band_policy_loss(batch, *fspo_band(batch, hp), "actor/fspo", hp, loss_agg_mode, config, rollout_is_weights)
+
+
+def band_policy_loss(
+    batch: SequenceBatch, seq_log_ratio: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, prefix: str,
+    hp: FSPOPolicyLossConfig, loss_agg_mode: str, config: Any, rollout_is_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss, metrics) of a band-clipped sequence loss, given S_i and the band [lo_i, hi_i] (each (bs,)): the
+    per-sequence loss of :func:`band_clipped_loss`, reduced by verl's aggregation, and the metric dict under
+    ``prefix`` (shared by ``fspo`` and ``fspo_adaptive``, which differ only in their band)."""
     seq_loss, dual_clipped = band_clipped_loss(batch.advantages, seq_log_ratio, lo, hi, config)  # (bs,) each
     loss = aggregate(seq_loss, batch, loss_agg_mode, config, rollout_is_weights)
-
     with torch.no_grad():
         outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
-    metrics = loss_metrics("actor/fspo", batch, outside_band, dual_clipped, list(hp.length_bins), seq_log_ratio)
+    metrics = loss_metrics(prefix, batch, outside_band, dual_clipped, list(hp.length_bins), seq_log_ratio)
     return loss, metrics
 
 

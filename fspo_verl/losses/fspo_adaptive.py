@@ -34,13 +34,8 @@ from typing import Any
 
 import torch
 
-from fspo_verl.losses._sequence import (
-    SequenceBatch,
-    aggregate,
-    loss_hparams,
-    loss_metrics,
-)
-from fspo_verl.losses.fspo import band_clipped_loss, fspo_band, outside_fspo_band
+from fspo_verl.losses._sequence import SequenceBatch, loss_hparams
+from fspo_verl.losses.fspo import band_policy_loss, fspo_band
 from fspo_verl.losses.length_spread import SpreadSettings, estimator_for
 from fspo_verl.registry_guard import register_policy_loss_once
 
@@ -74,13 +69,8 @@ def compute_policy_loss_fspo_adaptive(
     """fspo_adaptive policy loss on one padded micro-batch; all tensors (bs, T). Returns (loss, metrics)."""
     hp = loss_hparams(config, "fspo_adaptive")
     batch = SequenceBatch.from_tokens(old_log_prob, log_prob, advantages, response_mask)
-    seq_log_ratio, lo, hi = adaptive_band(batch, hp)  # (bs,) each
-    seq_loss, dual_clipped = band_clipped_loss(batch.advantages, seq_log_ratio, lo, hi, config)  # (bs,) each
-    loss = aggregate(seq_loss, batch, loss_agg_mode, config, rollout_is_weights)
-
-    with torch.no_grad():
-        outside_band = outside_fspo_band(seq_log_ratio, lo, hi)  # (bs,)
-    metrics = loss_metrics(PREFIX, batch, outside_band, dual_clipped, list(hp.length_bins), seq_log_ratio)
+    loss, metrics = band_policy_loss(batch, *adaptive_band(batch, hp), PREFIX, hp, loss_agg_mode, config,
+                                     rollout_is_weights)
     estimator = estimator_for(SpreadSettings.from_config(hp))
     _, alpha, _, _ = estimator.fit()
     metrics[f"{PREFIX}/alpha"] = alpha
