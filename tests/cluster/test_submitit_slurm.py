@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.cpu_run import LEAN_JOB
 from fspo_verl.diagnostics.run_log import read_run
 
 try:
@@ -33,16 +34,7 @@ pytestmark = [
     pytest.mark.skipif(not HAVE_FIXTURE, reason="tests/cluster/slurm_cluster.py (the SLURM fixture) is not here yet"),
 ]
 
-LEAN = [
-    "data=synthetic_cpu",  # the cheapest task (4-token answers): these tests are about the launcher
-    "trainer.total_training_steps=1",
-    "trainer.val_before_train=false",
-    "trainer.test_freq=-1",
-    "trainer.save_freq=-1",
-    "data.train_batch_size=16",
-    "actor_rollout_ref.actor.ppo_mini_batch_size=16",
-    "actor_rollout_ref.rollout.n=4",
-]
+LEAN = [*LEAN_JOB, "trainer.total_training_steps=1", "trainer.save_freq=-1"]
 
 
 def test_a_sweep_job_runs_under_slurm_and_reports_back(slurm_cluster, tmp_path, built_demo_cache):

@@ -21,6 +21,17 @@ RUN_TIMEOUT_S = 420
 #: ``fspo-verl train``: a run, or a sweep of a few one-step jobs
 TRAIN_TIMEOUT_S = 1100
 
+#: the cheapest real job of ``fspo-verl train`` (the 4-token next_digit task, 16 prompts x 4 answers, no validation):
+#: for tests about launchers, sweeps and faults, not training; each adds its step count (and save_freq)
+LEAN_JOB = [
+    "data=synthetic_cpu",
+    "trainer.val_before_train=false",
+    "trainer.test_freq=-1",
+    "data.train_batch_size=16",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=16",
+    "actor_rollout_ref.rollout.n=4",
+]
+
 FSPO = [
     "algorithm.adv_estimator=grpo",
     "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig",

@@ -21,22 +21,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from e2e.cpu_run import LEAN_JOB
 from fspo_verl.diagnostics.run_log import read_run
 from fspo_verl.run_dir import LOCK_FILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 #: a lean CPU job with more steps than the test lets it run: it is stopped after its first
-LEAN = [
-    "data=synthetic_cpu",
-    "trainer.total_training_steps=30",
-    "trainer.val_before_train=false",
-    "trainer.test_freq=-1",
-    "trainer.save_freq=-1",
-    "data.train_batch_size=16",
-    "actor_rollout_ref.actor.ppo_mini_batch_size=16",
-    "actor_rollout_ref.rollout.n=4",
-]
+LEAN = [*LEAN_JOB, "trainer.total_training_steps=30", "trainer.save_freq=-1"]
 #: safety nets only, several times the quiet time (start-up ~45 s, a step ~2 s on 2 idle cores)
 START_TIMEOUT_S = 480
 STOP_TIMEOUT_S = 180

@@ -21,22 +21,14 @@ import pytest
 import yaml
 
 from _bad_inputs import unknown_dtype
-from e2e.cpu_run import fspo_verl_train
+from e2e.cpu_run import LEAN_JOB, fspo_verl_train
 from fspo_verl.demo import ensure_assets
 from fspo_verl.diagnostics.run_log import read_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 #: a lean CPU job: 16 prompts x 4 samples, one step, no validation
-LEAN = [
-    "data=synthetic_cpu",  # the cheapest task (4-token answers): these tests are about the launcher
-    "trainer.total_training_steps=1",
-    "trainer.val_before_train=false",
-    "trainer.test_freq=-1",
-    "data.train_batch_size=16",
-    "actor_rollout_ref.actor.ppo_mini_batch_size=16",
-    "actor_rollout_ref.rollout.n=4",
-]
+LEAN = [*LEAN_JOB, "trainer.total_training_steps=1"]
 
 
 @pytest.fixture(scope="module")
