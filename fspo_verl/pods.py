@@ -122,7 +122,7 @@ class _DownsamplingMixin:
             fields=batch.fields,
             extra_info=batch.extra_info,
         )
-        metrics = downsampling_metrics(sessions.rewards, sessions.group, kept_session)
+        metrics = downsampling_metrics(sessions.rewards, sessions.group, kept_session, sessions.lengths)
         metrics["pods/select_ms"] = (time.perf_counter() - start) * 1e3
         return out, metrics
 
@@ -228,8 +228,12 @@ def keep_per_group(
     return kept[group, slot]  # (S,)
 
 
-def downsampling_metrics(rewards: torch.Tensor, group: torch.Tensor, kept: torch.Tensor) -> dict[str, float]:
-    """pods/* metrics for (S,) rewards, (S,) dense group ids and the (S,) bool kept mask."""
+def downsampling_metrics(
+    rewards: torch.Tensor, group: torch.Tensor, kept: torch.Tensor, lengths: torch.Tensor | None = None
+) -> dict[str, float]:
+    """pods/* metrics for (S,) rewards, (S,) dense group ids, the (S,) bool kept mask and, if given, the (S,)
+    response lengths (tokens, summed over a session's turns). verl's own ``critic/score/*`` and
+    ``response_length/*`` see only the kept m; the ``*_before`` values are the policy's, over all n."""
 
     def mean_group_var(mask: torch.Tensor) -> float:
         g, r = group[mask], rewards[mask].double()  # (S',)
@@ -248,4 +252,12 @@ def downsampling_metrics(rewards: torch.Tensor, group: torch.Tensor, kept: torch
         "pods/reward_mean_after": float(rewards[kept].mean()),
         "pods/group_reward_var_before": mean_group_var(torch.ones_like(kept)),
         "pods/group_reward_var_after": mean_group_var(kept),
+        **(
+            {}
+            if lengths is None
+            else {
+                "pods/response_length_before": float(lengths.double().mean()),
+                "pods/response_length_after": float(lengths[kept].double().mean()),
+            }
+        ),
     }

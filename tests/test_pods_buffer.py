@@ -125,6 +125,11 @@ def test_keeps_max_variance_sessions_and_clears_the_rest(partition: str, cls, mo
     assert metrics["pods/group_reward_var_after"] == pytest.approx(var_after)
     assert metrics["pods/group_reward_var_after"] > metrics["pods/group_reward_var_before"]
     assert metrics["pods/select_ms"] >= 0.0
+    # response lengths (3 + session tokens a turn; d's sessions 1 and 2 have two turns): all n, then the kept m
+    lengths_before = [3, 4, 5, 6, 7, 8] * 2 + [3, 4] + [3, 8, 10, 6]
+    lengths_after = [3, 5, 7, 8, 3, 4, 3, 10]
+    assert metrics["pods/response_length_before"] == pytest.approx(100 / 18) == pytest.approx(sum(lengths_before) / 18)
+    assert metrics["pods/response_length_after"] == pytest.approx(43 / 8) == pytest.approx(sum(lengths_after) / 8)
 
     # the trainer clears the keys it trained on; nothing from this step may remain for the next one
     tq.kv_clear(keys=batch.keys, partition_id=partition)
