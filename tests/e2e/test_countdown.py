@@ -55,15 +55,17 @@ def test_the_pods_preset_trains_on_the_default_task(tmp_path, cache_dir):
     driver rejected while the task's mini-batch was a hand-set 8: 8 prompts x 16 kept = 128 samples per update
     need ppo_mini_batch_size = 8 x 16 / 64 = 2, two updates per step, as without down-sampling."""
     run = tmp_path / "run"
-    proc = fspo_verl_train(["algorithm=pods", "trainer.total_training_steps=2", "trainer.val_before_train=false",
+    # one step: 16 prompts x 64 samples of up to 160 tokens is the suite's most expensive generation, and a
+    # second step repeats the same checks
+    proc = fspo_verl_train(["algorithm=pods", "trainer.total_training_steps=1", "trainer.val_before_train=false",
                             "trainer.test_freq=-1", "trainer.save_freq=-1", f"hydra.run.dir={run}"], tmp_path, cache_dir)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     config = yaml.safe_load((run / "config_0.yaml").read_text())
     assert config["actor_rollout_ref"]["actor"]["ppo_mini_batch_size"] == 2
     metrics = read_run(run / "metrics_0.jsonl")
-    assert sorted(metrics) == [1, 2]
+    assert sorted(metrics) == [1]
     prompts, n, keep = config["data"]["train_batch_size"], 64, 16
-    for step in (1, 2):
+    for step in (1,):
         values = metrics[step]
         assert values["pods/kept"] == prompts * keep and values["pods/dropped"] == prompts * (n - keep)
         assert values["pods/group_reward_var_after"] >= values["pods/group_reward_var_before"] - 1e-9
