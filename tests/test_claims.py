@@ -171,3 +171,32 @@ def test_missing_runs_and_a_missing_baseline_are_one_line_errors(tmp_path: Path,
     assert len(err.splitlines()) == 1
     with pytest.raises(ValueError, match="compares against 'grpo'"):
         claims.summarize_claim("opo", tmp_path, ["opo"])
+
+
+def _gfpo_dirs(root: Path, grpo_lengths: list[float], gfpo_lengths: list[float]) -> None:
+    for variant, lengths in (("grpo", grpo_lengths), ("gfpo_shortest", gfpo_lengths)):
+        for k in (1, 2, 3):
+            steps = _grpo_steps([0.1, 0.2, 0.3, 0.5 + 0.01 * k])
+            for s, length in enumerate(lengths, start=1):
+                steps[s]["response_length/mean"] = length + k
+            _write_run(root / variant / f"seed{k}", steps, _config(n=4, prompts=8, mini=4))
+
+
+def test_gfpo_cut_of_length_growth_by_hand(tmp_path: Path) -> None:
+    # growth (last step minus first): grpo 40 - 20 = 20 tokens, gfpo 25 - 20 = 5: a cut of 1 - 5/20 = 75%
+    _gfpo_dirs(tmp_path, [20, 25, 30, 40], [20, 21, 22, 25])
+    summary, _ = claims.summarize_claim("gfpo", tmp_path, ["grpo", "gfpo_shortest"])
+    verdict = summary["verdict"]
+    assert verdict["length_growth_cut_vs_grpo"]["gfpo_shortest"] == pytest.approx(0.75)
+    assert verdict["tests"]["gfpo_shortest late length vs grpo (lower is better)"] == "beats"
+    assert verdict["tests"]["gfpo_shortest late reward vs grpo"] == "within noise"  # the same rewards
+    assert verdict["held"] is True
+    assert "length growth cut vs grpo: 75%" in claims.markdown(summary)
+
+
+def test_gfpo_is_not_testable_when_grpo_does_not_grow_the_length(tmp_path: Path) -> None:
+    _gfpo_dirs(tmp_path, [40, 35, 30, 28], [40, 30, 25, 20])  # grpo: -12 tokens
+    summary, _ = claims.summarize_claim("gfpo", tmp_path, ["grpo", "gfpo_shortest"])
+    assert summary["verdict"]["held"] is None
+    assert "did not grow (-12.0 tokens" in summary["verdict"]["why_not_testable"]
+    assert "Claim held: **not testable here**" in claims.markdown(summary)
