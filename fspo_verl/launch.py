@@ -12,6 +12,7 @@ it runs the same checks for every job before anything starts.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -81,7 +82,19 @@ def validate_main(argv: list[str]) -> int:
     With ``-m``/``--multirun`` the overrides are a sweep, as for ``fspo-verl train -m``: every job is composed and
     checked in this one process (one import of verl and torch for the whole sweep), each job's resolved config
     printed after a ``# job <n>: <overrides>`` line, each problem prefixed with its job.
+
+    With ``--jobs FILE`` (``-`` for standard input) each non-blank line of FILE that is not a ``#`` comment is one
+    sweep (``algorithm=pods keep=4 data.seed=1,2,3``), the other arguments are added to every line, and every job
+    of every line is checked in this one process: the way to check a recipe whose jobs are not one cartesian
+    product (``recipes/claims_cpu.sh``).
     """
+    if JOBS_FLAG in argv:
+        at = argv.index(JOBS_FLAG)
+        if at + 1 == len(argv):
+            print(f"ERROR: {JOBS_FLAG} needs a file (one sweep a line; - for standard input)", file=sys.stderr)
+            return 1
+        rest = [a for a in argv[:at] + argv[at + 2 :] if a not in MULTIRUN_FLAGS]
+        return _validate_job_lines(argv[at + 1], rest)
     if any(flag in argv for flag in MULTIRUN_FLAGS):
         return _validate_sweep([a for a in argv if a not in MULTIRUN_FLAGS])
     resolved, found = validate(argv)
@@ -95,13 +108,45 @@ def validate_main(argv: list[str]) -> int:
     return 0
 
 
-def _validate_sweep(argv: list[str]) -> int:
+JOBS_FLAG = "--jobs"
+
+
+def _sweep_or_error(argv: list[str]) -> list[list[str]] | None:
     try:
-        jobs = sweep_jobs(argv)
+        return sweep_jobs(argv)
     except Exception as err:  # noqa: BLE001 - Hydra's parser raises its own errors for bad sweep syntax
         print(f"ERROR: cannot read the sweep {' '.join(argv)}: {err}", file=sys.stderr)
         print("fspo-verl validate: 1 problem(s) found", file=sys.stderr)
+        return None
+
+
+def _validate_job_lines(source: str, extra: list[str]) -> int:
+    import shlex
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as err:
+        print(f"ERROR: {JOBS_FLAG} {source}: cannot read it ({err.strerror or err})", file=sys.stderr)
         return 1
+    jobs: list[list[str]] = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            expanded = _sweep_or_error([*shlex.split(line), *extra])
+            if expanded is None:
+                return 1
+            jobs += expanded
+    if not jobs:
+        print(f"ERROR: {JOBS_FLAG} {source}: no job (one sweep a line)", file=sys.stderr)
+        return 1
+    return _check_jobs(jobs)
+
+
+def _validate_sweep(argv: list[str]) -> int:
+    jobs = _sweep_or_error(argv)
+    return 1 if jobs is None else _check_jobs(jobs)
+
+
+def _check_jobs(jobs: list[list[str]]) -> int:
     problems = failing = 0
     for num, job in enumerate(jobs):
         resolved, found = validate(job)

@@ -8,7 +8,8 @@
 #
 # Claims and variants (16 prompts x n=16 samples a step, two optimizer updates of 8 prompts each):
 #   pods (arXiv 2504.13818): grpo trains on all n=16; pods_max_variance / pods_random / pods_max_reward
-#        generate n=16 and train on m=4 per prompt, chosen by the rule (the paper's n:m is 4:1, 64:16)
+#        generate n=16 and train on m=4 per prompt, chosen by the rule (the paper's n:m is 4:1, 64:16); their
+#        mini-batch holds 8 prompts' 4 kept samples = 32, so the micro-batch is 16 (one per data-parallel rank)
 #   gfpo (arXiv 2508.09726): grpo; gfpo_token_efficiency / gfpo_shortest keep m=8 of n=16
 #   opo  (arXiv 2505.23585): grpo (16 prompts a step, 2 updates: the second is off-policy); opo and
 #        grpo_on_policy take 8 prompts a step, 1 update (exact on-policy), for twice the steps: the same
@@ -17,7 +18,7 @@
 #   SEEDS   one run per variant and seed                 ["1 2 3"]  (data.seed; the rollout seed follows it)
 #   STEPS   trainer steps of the 2-update variants        [20]       (opo, grpo_on_policy: 2 x STEPS)
 #   OUT     output folder                                 [outputs/claims_cpu]
-#   FSPO_VERL_COMMAND=validate   compose and check every variant's sweep, launch nothing
+#   FSPO_VERL_COMMAND=validate   compose and check every variant's sweep in one process, launch nothing
 # Writes $OUT/runs/<variant>/seed<k>/ (one fspo-verl run directory each), then $OUT/<claim>.{md,json,png}.
 # A variant whose runs already finished (status_0.json "ok" for every seed) is not run again, so an
 # interrupted recipe resumes at the first unfinished variant; delete $OUT/runs/<variant> to re-run one.
@@ -72,27 +73,30 @@ finished() {  # every seed of variant $1 ended with status ok
   done
 }
 
+SEED_LIST=$(echo "${SEEDS}" | xargs | tr ' ' ',')
 mkdir -p "${OUT}/runs"
+if [ "${COMMAND}" != train ]; then
+  # every variant's sweep composed and checked in one process (fspo-verl validate --jobs: one sweep a line)
+  for variant in ${VARIANTS}; do
+    echo "$(variant_overrides "${variant}") data.seed=${SEED_LIST}"
+  done | fspo-verl "${COMMAND}" --jobs - "${SHARED[@]}" "$@"
+  exit 0
+fi
 for variant in ${VARIANTS}; do
   # shellcheck disable=SC2207
   overrides=($(variant_overrides "${variant}"))
-  if [ "${COMMAND}" != train ]; then
-    echo "# variant ${variant}"
-    fspo-verl "${COMMAND}" -m "${overrides[@]}" data.seed="$(echo "${SEEDS}" | xargs | tr ' ' ',')" "${SHARED[@]}" "$@"
-    continue
-  fi
   if finished "${variant}"; then
     echo "claims_cpu: ${variant} already finished in ${OUT}/runs/${variant}; skipped" >&2
     continue
   fi
   rm -rf "${OUT}/runs/${variant}"
   # shellcheck disable=SC2016  # hydra.sweep.subdir's ${...} is Hydra's, resolved per job
-  fspo-verl train -m "${overrides[@]}" data.seed="$(echo "${SEEDS}" | xargs | tr ' ' ',')" "${SHARED[@]}" \
+  fspo-verl train -m "${overrides[@]}" data.seed="${SEED_LIST}" "${SHARED[@]}" \
     hydra.sweep.dir="${OUT}/runs/${variant}" 'hydra.sweep.subdir=seed${data.seed}' "$@"
 done
-[ "${COMMAND}" != train ] && exit 0
 
 for c in ${CLAIMS}; do
+  read -ra claim_runs <<< "$(claim_variants "${c}")"
   "${PYTHON}" -m fspo_verl.diagnostics.claims --claim "${c}" --runs "${OUT}/runs" --out "${OUT}" \
-    --variants $(claim_variants "${c}")
+    --variants "${claim_runs[@]}"
 done

@@ -200,3 +200,35 @@ def test_gfpo_is_not_testable_when_grpo_does_not_grow_the_length(tmp_path: Path)
     assert summary["verdict"]["held"] is None
     assert "did not grow (-12.0 tokens" in summary["verdict"]["why_not_testable"]
     assert "Claim held: **not testable here**" in claims.markdown(summary)
+
+
+def test_reward_within_a_budget_of_training_seconds_by_hand(tmp_path: Path) -> None:
+    # step times 1, 2, 3, 4 s; rewards 0.1, 0.2, 0.3, 0.6
+    run = claims.read_run(_write_run(tmp_path / "r", _grpo_steps([0.1, 0.2, 0.3, 0.6]), _config(4, 8, 4)) / "metrics_0.jsonl")
+    assert claims.reward_within(run, 6.0) == pytest.approx(0.3)  # steps 1-3 (6 s), window ceil(3/4) = 1 step
+    assert claims.reward_within(run, 5.9) == pytest.approx(0.2)  # steps 1-2 (3 s)
+    assert claims.reward_within(run, 0.5) == pytest.approx(0.1)  # always the first step
+    assert claims.reward_within(run, 100.0) == pytest.approx(0.6)
+
+
+def test_pods_at_equal_wall_clock_uses_the_fastest_variants_budget(tmp_path: Path) -> None:
+    # grpo's steps take twice as long (2, 4, 6, 8 s): within pods' 10 s it has done steps 1-2 (6 s; 12 > 10)
+    _claim_dirs(tmp_path / "runs", {
+        "grpo": [[0.1, 0.2, 0.3, 0.9]] * 3,
+        "pods_max_variance": [[0.1, 0.2, 0.3, 0.5], [0.1, 0.2, 0.3, 0.52], [0.1, 0.2, 0.3, 0.54]],
+    }, keep=1)  # fmt: skip
+    for k in (1, 2, 3):
+        path = tmp_path / "runs" / "grpo" / f"seed{k}" / "metrics_0.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for line in lines:
+            if "timing_s/step" in line["data"]:
+                line["data"]["timing_s/step"] *= 2
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary, _ = claims.summarize_claim("pods", tmp_path / "runs", ["grpo", "pods_max_variance"])
+    assert summary["budget_s"] == 10.0
+    grpo, pods = (summary["variants"][v]["stats"]["reward_at_budget"] for v in ("grpo", "pods_max_variance"))
+    assert grpo["mean"] == pytest.approx(0.2) and pods["mean"] == pytest.approx(0.52)
+    tests = summary["verdict"]["tests"]
+    assert tests["pods_max_variance late reward vs grpo"] == "loses"  # equal updates: grpo ahead
+    assert tests["pods_max_variance reward at equal training seconds vs grpo"] == "beats"
+    assert summary["verdict"]["held"] is True  # no random variant to beat

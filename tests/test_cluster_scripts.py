@@ -78,7 +78,8 @@ def test_shellcheck_is_clean(script):
 def test_every_recipe_validates(script, tmp_path, built_demo_cache):
     # cpu_demo.sh and compare_cpu.sh resolve their local assets (tiny model, task parquet) in FSPO_VERL_CACHE, the
     # session's (tests/conftest.py), built before: the subprocess's time limit does not cover the supervised passes
-    proc = _sh(script, FSPO_VERL_COMMAND="validate", OUT=str(tmp_path / "out"))  # compare_cpu.sh writes there
+    # SEEDS=1: the comparison recipes' seeds change data.seed only; one seed checks every variant's config
+    proc = _sh(script, FSPO_VERL_COMMAND="validate", OUT=str(tmp_path / "out"), SEEDS="1")  # the comparisons write in OUT
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "fspo-verl validate: OK" in proc.stderr
 

@@ -154,6 +154,29 @@ def test_validate_checks_a_sweep_in_one_process_job_by_job(capsys):
     assert "ERROR: cannot read the sweep algorithm=fspo,," in capsys.readouterr().err
 
 
+def test_validate_jobs_checks_one_sweep_a_line_in_one_process(tmp_path, capsys):
+    """--jobs FILE: each line a sweep, the other arguments added to every job (recipes/claims_cpu.sh)."""
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("# a comment, then a blank line\n\nalgorithm=grpo data.seed=1,2\nalgorithm=opo actor_rollout_ref.actor.ppo_epochs=2\n")
+    assert cli(["validate", "--jobs", str(jobs), "trainer.total_training_steps=3"]) == 1
+    out, err = capsys.readouterr()
+    assert "# job 0: algorithm=grpo data.seed=1 trainer.total_training_steps=3\n" in out
+    assert "# job 1: algorithm=grpo data.seed=2 trainer.total_training_steps=3\n" in out
+    assert "job 2 algorithm=opo actor_rollout_ref.actor.ppo_epochs=2 trainer.total_training_steps=3: ERROR: " in err
+    assert "fspo-verl validate: 1 problem(s) found in 1 of 3 job(s)" in err
+
+    jobs.write_text("algorithm=fspo\n")
+    assert cli(["validate", "--jobs", str(jobs)]) == 0
+    assert "fspo-verl validate: OK (1 job(s))" in capsys.readouterr().err
+    for argv, message in ((["--jobs"], "--jobs needs a file"), (["--jobs", str(tmp_path / "nope")], "cannot read it"),
+                          (["--jobs", str(tmp_path)], "cannot read it")):  # fmt: skip
+        assert cli(["validate", *argv]) == 1
+        assert message in capsys.readouterr().err
+    jobs.write_text("# only a comment\n")
+    assert cli(["validate", "--jobs", str(jobs)]) == 1
+    assert "no job (one sweep a line)" in capsys.readouterr().err
+
+
 def test_list_still_works(capsys):
     assert cli(["list"]) == 0
     assert "algorithm=" in capsys.readouterr().out

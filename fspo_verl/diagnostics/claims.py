@@ -20,6 +20,9 @@ resolved config), one run directory per seed (``fspo_verl.run_dir``). Per run, w
                   kept = sampler_kwargs.keep with down-sampling, else n; verl's mini-batch counts prompts x n
     wall(s)     = sum of timing_s/step up to s                      (seconds of training, validation excluded)
     early, late = mean over the first / the last ceil(S/4) steps;  gain = late - early
+    reward at T = ``late`` over the steps done within T training seconds (the first k steps with
+                  wall(k) <= T, at least one), T = the smallest mean ``wall`` of the claim's variants: every
+                  variant's reward at the fastest variant's budget (PODS's "equal wall-clock")
     val         = the validation score (val-core/<source>/<metric>/mean@1) at the first and the last step that
                   logged it: in the JSON only. The demo validates with greedy decoding, which the warm-started
                   model already solves (1.0 at step 0): training moves the sampled reward, not this one
@@ -90,6 +93,7 @@ class RunSummary:
     entropy_late: float | None
     grad_norm_mean: float | None
     grad_norm_sd: float | None
+    reward_at_budget: float | None = None
 
 
 @dataclass
@@ -232,11 +236,13 @@ def summarize_claim(claim: str, runs_root: str | Path, variants: list[str]) -> t
     out: dict = {"claim": claim, "statement": CLAIMS[claim], "noise_se": NOISE_SE, "variants": {}}
     curves: dict[str, list[Run]] = {}
     stats: dict[str, dict[str, Stat]] = {}
+    pairs_by_variant: dict[str, list[tuple[RunSummary, Run]]] = {}
     for variant in variants:
         pairs = [summarize_run(d) for d in run_dirs(runs_root, variant)]
         runs = [s for s, _ in pairs]
         curves[variant] = [r for _, r in pairs]
         stats[variant] = {f: stat([getattr(r, f) for r in runs]) for f in FIELDS}
+        pairs_by_variant[variant] = pairs
         for phase in PHASES:
             stats[variant][f"phase_{phase}_s"] = stat([r.phase_s.get(phase) for r in runs])
         out["variants"][variant] = {
@@ -244,8 +250,32 @@ def summarize_claim(claim: str, runs_root: str | Path, variants: list[str]) -> t
             "stats": {k: asdict(v) for k, v in stats[variant].items()},
             "runs": [asdict(r) for r in runs],
         }
+    budget = min(s["wall_s"].mean for s in stats.values() if s["wall_s"].mean is not None)
+    out["budget_s"] = budget
+    for variant, pairs in pairs_by_variant.items():
+        for summary, run in pairs:
+            summary.reward_at_budget = reward_within(run, budget)
+        stats[variant]["reward_at_budget"] = stat([s.reward_at_budget for s, _ in pairs])
+        out["variants"][variant]["stats"]["reward_at_budget"] = asdict(stats[variant]["reward_at_budget"])
+        out["variants"][variant]["runs"] = [asdict(s) for s, _ in pairs]
     out["verdict"] = _verdict(claim, stats, variants)
     return out, curves
+
+
+def reward_within(run: Run, budget_s: float) -> float | None:
+    """``late`` reward over the steps finished within ``budget_s`` training seconds (at least the first step)."""
+    key = next((k for k in REWARD_KEYS if k in keys(run)), None)
+    steps, times = series(run, STEP_TIME_KEY)
+    if key is None or not steps:
+        return None
+    done, total = 0, 0.0
+    for t in times:
+        if done and total + t > budget_s:
+            break
+        total += t
+        done += 1
+    rewards = [run[s][key] for s in steps[:done] if key in run[s]]
+    return _window(rewards, last=True) if rewards else None
 
 
 def _verdict(claim: str, stats: dict[str, dict[str, Stat]], variants: list[str]) -> dict:
@@ -258,10 +288,16 @@ def _verdict(claim: str, stats: dict[str, dict[str, Stat]], variants: list[str])
         for v in others:
             if v != main:
                 tests[f"{main} late reward vs {v}"] = compare(stats[main]["reward_late"], stats[v]["reward_late"])
+        tests[f"{main} reward at equal training seconds vs {BASELINE}"] = compare(
+            stats[main]["reward_at_budget"], base["reward_at_budget"]
+        )
         tests[f"{main} training seconds vs {BASELINE} (lower is better)"] = compare(
             stats[main]["wall_s"], base["wall_s"], higher_is_better=False
         )
-        held = all(r == "beats" for k, r in tests.items() if "late reward" in k)
+        # the headline: a higher reward than grpo at equal wall-clock, and than a random m of n (equal updates)
+        held = tests[f"{main} reward at equal training seconds vs {BASELINE}"] == "beats" and all(
+            r == "beats" for k, r in tests.items() if "late reward vs pods_random" in k
+        )
     elif claim == "gfpo":
         for v in others:
             tests[f"{v} late length vs {BASELINE} (lower is better)"] = compare(
@@ -317,7 +353,7 @@ def _fmt(s: dict, digits: int = 3) -> str:
 #: (column, stat field, digits) per claim's table
 COLUMNS = {
     "pods": [("updates", "updates", 0), ("reward first ¼", "reward_early", 3), ("reward last ¼", "reward_late", 3),
-             ("gain", "reward_gain", 3), ("train s", "wall_s", 0),
+             ("gain", "reward_gain", 3), ("reward at budget", "reward_at_budget", 3), ("train s", "wall_s", 0),
              ("gen s/step", "phase_gen_s", 2), ("update s/step", "phase_update_actor_s", 2)],
     "gfpo": [("updates", "updates", 0), ("length first ¼", "length_early", 1), ("length last ¼", "length_late", 1),
              ("length growth", "length_growth", 1), ("reward last ¼", "reward_late", 3), ("train s", "wall_s", 0)],
@@ -336,7 +372,11 @@ def markdown(summary: dict) -> str:
     for name, v in summary["variants"].items():
         cells = [_fmt(v["stats"][f], d) for _, f, d in cols]
         lines.append(f"| {name} | {v['seeds']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Mean ± sd over seeds; a test 'beats' when the difference exceeds {NOISE_SE:g} standard errors.", ""]
+    note = f"Mean ± sd over seeds; a test 'beats' when the difference exceeds {NOISE_SE:g} standard errors."
+    if any(f == "reward_at_budget" for _, f, _ in cols):
+        note += (f" Reward at budget: the late reward within {summary['budget_s']:.0f} training seconds, the fastest "
+                 "variant's mean.")  # fmt: skip
+    lines += ["", note, ""]
     for test, result in summary["verdict"]["tests"].items():
         lines.append(f"- {test}: **{result}**")
     for v, cut in summary["verdict"].get("length_growth_cut_vs_grpo", {}).items():
@@ -364,8 +404,8 @@ def plot(summary: dict, curves: dict[str, list[Run]], out: Path) -> Path:
         per_step = summary["variants"][name]["runs"][0]["updates"] / summary["variants"][name]["runs"][0]["steps"]
         for ax, (label, candidates, x_axis) in zip(axes, panels, strict=True):
             ys: list[list[float]] = []
-            xs: list[float] = []
-            for j, run in enumerate(runs):
+            xs: list[list[float]] = []
+            for run in runs:
                 key = next(k for k in candidates if k in keys(run))
                 steps, values = series(run, key)
                 if x_axis == "wall":
@@ -375,11 +415,12 @@ def plot(summary: dict, curves: dict[str, list[Run]], out: Path) -> Path:
                     x = [s * per_step for s in steps]
                 ax.plot(x, values[: len(x)], color=color, alpha=0.25, lw=0.8)
                 ys.append(values[: len(x)])
-                xs = x if len(x) > len(xs) else xs
+                xs.append(x)
             width = min(len(y) for y in ys)
-            mean = [sum(y[k] for y in ys) / len(ys) for k in range(width)]
-            ax.plot(xs[:width], mean, color=color, lw=2, label=name if ax is axes[0] else None)
-            ax.set_xlabel("training seconds (mean x over seeds)" if x_axis == "wall" else "optimizer updates")
+            mean_y = [sum(y[k] for y in ys) / len(ys) for k in range(width)]  # (width,)
+            mean_x = [sum(x[k] for x in xs) / len(xs) for k in range(width)]  # (width,)
+            ax.plot(mean_x, mean_y, color=color, lw=2, label=name if ax is axes[0] else None)
+            ax.set_xlabel("training seconds (thick: mean over seeds of x and y)" if x_axis == "wall" else "optimizer updates")
             ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{summary['claim']}: {len(next(iter(curves.values())))} seeds per variant (thin: seeds)")
