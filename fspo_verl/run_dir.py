@@ -125,7 +125,8 @@ def checkpoint_estimate(path: str | Path) -> tuple[int | None, str]:
         return None, "the write was not a checkpoint step's"
     root, step = Path(*parts[:at]), int(_STEP.match(parts[at])[1])
     try:
-        earlier = [int(m[1]) for p in root.iterdir() if (m := _STEP.match(p.name)) and int(m[1]) < step and p.is_dir()]
+        steps = root.iterdir() if root.is_dir() else ()
+        earlier = [int(m[1]) for p in steps if (m := _STEP.match(p.name)) and int(m[1]) < step and p.is_dir()]
         if not earlier:
             return None, f"no checkpoint before global_step_{step} to measure"
         previous = root / f"global_step_{max(earlier)}"

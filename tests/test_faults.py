@@ -223,21 +223,20 @@ def test_a_workers_write_error_becomes_one_line_with_the_path(tmp_path):
     assert write_error_note(RuntimeError("ValueError: something else")) is None
 
 
-def _relayed(cause: BaseException, *functions: str) -> BaseException:
-    """``cause`` as the driver gets it from Ray: raised in a worker, re-raised by each caller in turn (inner
-    first), each level a RayTaskError carrying the traceback text of the level below."""
+def _relayed(cause: OSError, worker: str, caller: str) -> BaseException:
+    """``cause`` as the driver gets it from Ray: raised in ``worker`` (a ``RayTaskError(OSError)``, Ray's class
+    that is both), re-raised by ``caller`` (a plain RayTaskError: Ray cannot subclass it twice), each level
+    carrying the traceback text of the level below."""
     import traceback
 
     from ray.exceptions import RayTaskError
 
-    err = cause
-    for function in functions:
-        try:
-            raise err
-        except BaseException:
-            text = traceback.format_exc()
-        err = RayTaskError(function, text, err, proctitle=f"ray::{function}", pid=1234, ip="127.0.0.1").as_instanceof_cause()
-    return err
+    def traced(err: BaseException) -> str:
+        return "".join(traceback.format_exception(err))
+
+    inner = RayTaskError(worker, traced(cause), cause, proctitle=f"ray::{worker}", pid=1234, ip="127.0.0.1")
+    inner = inner.as_instanceof_cause()
+    return RayTaskError(caller, traced(inner), inner, proctitle=f"ray::{caller}", pid=1235, ip="127.0.0.1")
 
 
 def test_a_workers_full_disk_names_the_bytes_from_the_previous_checkpoint(tmp_path):
@@ -252,7 +251,7 @@ def test_a_workers_full_disk_names_the_bytes_from_the_previous_checkpoint(tmp_pa
     path = checkpoints / "global_step_4" / "actor" / "model_world_size_1_rank_0.pt"
     relayed = _relayed(OSError(28, "No space left on device", str(path)), "WorkerDict.actor_rollout_save_checkpoint",
                        "TaskRunner.run")
-    assert isinstance(relayed, OSError)  # Ray's dual class: still an OSError, its text the worker's traceback
+    assert isinstance(relayed.cause, OSError) and not isinstance(relayed, OSError)  # the OSError is text by now
     note = write_error_note(relayed)
     assert note is not None and "\n" not in note, note
     assert note.startswith(f"cannot write {path}: No space left on device (needs about 4,500 bytes, the size of the "
@@ -280,7 +279,7 @@ sys.exit(main(["train", "trainer.total_training_steps=1", "hydra.run.dir=" + sys
 
 def test_sigint_stops_a_job_cleanly_with_exit_130(tmp_path, built_demo_cache):
     """The app's whole path (Hydra, the lock, the checks, the stop, the summary) with SIGINT; only verl's
-    trainer is replaced. Fails without the handler: Python's KeyboardInterrupt, no status file, exit 1."""
+    trainer is replaced. Fails without the handler: the process dies of KeyboardInterrupt with no status file."""
     run_dir = tmp_path / "run"
     done = _python(INTERRUPTED_JOB, str(run_dir), cwd=tmp_path)
     assert done.returncode == 130, done.stderr[-3000:]
