@@ -17,7 +17,10 @@ Each job (one run, or one combination of a sweep):
 4. records ``ok``, ``failed`` (with the error) or ``stopped`` (SIGTERM/SIGINT; the process then exits 143/130)
    in ``status_<n>.json``, written whole or not at all; a failed job does not stop a sweep.
 
-A job's directory is locked while it runs (:class:`fspo_verl.run_dir.RunLock`): a second run there is refused.
+A job's directory is locked while it runs (:class:`fspo_verl.run_dir.RunLock`): a second run there is refused
+and writes nothing there. Hydra's record of the job (``.hydra/``) is therefore written here, once the lock is
+held (:func:`write_hydra_record`), not by Hydra before the job's code runs (our config's
+``hydra.output_subdir: null``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from fspo_verl.run_dir import (
     RunFiles,
     RunLock,
     WriteFailed,
+    checkpoint_estimate,
     place_checkpoints,
     reserve_run,
     write_error_line,
@@ -221,28 +225,71 @@ def _lock_directories(job_dir: Path, checkpoints: Path) -> list[RunLock]:
     return locks
 
 
+#: where Hydra writes its record of a job by default (``hydra.output_subdir``); fspo-verl train writes it there
+HYDRA_RECORD = ".hydra"
+
+
+def hydra_record_dir(job_dir: Path) -> Path | None:
+    """``<job dir>/.hydra`` when this app writes Hydra's record of the job: ``hydra.output_subdir`` is null
+    (our config's default) and was not set on the command line. None when Hydra wrote it already (a value the
+    user set) or the user asked for none (``hydra.output_subdir=null``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_config = HydraConfig.get()
+    if hydra_config.output_subdir is not None:
+        return None
+    if any(str(o).lstrip("+~").split("=", 1)[0] == "hydra.output_subdir" for o in hydra_config.overrides.hydra):
+        return None
+    return job_dir / HYDRA_RECORD
+
+
+def write_hydra_record(folder: Path, job_config: str) -> None:
+    """Hydra's record of the job, as ``hydra.core.utils.run_job`` writes it: ``config.yaml`` (``job_config``:
+    the job's config as Hydra composed it, unresolved), ``hydra.yaml`` (the ``hydra`` node) and
+    ``overrides.yaml`` (the job's overrides, which ``fspo-verl plot`` labels a sweep's jobs by). Each file is
+    written whole or not at all; raises OSError (:class:`WriteFailed` for a failed write)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder.mkdir(exist_ok=True)
+    write_whole(folder / "config.yaml", job_config)
+    write_whole(folder / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
+    write_whole(folder / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
+
+
+def _not_started(job_dir: Path, message: str) -> dict:
+    print(f"ERROR: {message}\n{PROG} train: not started", file=sys.stderr)
+    return {"status": "not_started", "directory": str(job_dir), "errors": [message]}
+
+
 def run_job(config: DictConfig) -> dict:
     """Check, train and record one job in its Hydra job directory; returns its outcome (never raises for a
     failed training, so that a sweep goes on).
 
     The job's directory (and its checkpoint directory) is locked first (:class:`fspo_verl.run_dir.RunLock`):
-    a second run there is refused before any check or Ray start. SIGTERM/SIGINT stop the job cleanly: Ray
-    session ended, ``status_<n>.json`` (``stopped``) and the summary written."""
+    a second run there is refused before it writes anything there, checks anything or starts Ray; the job's
+    ``.hydra/`` record is written once the lock is held. SIGTERM/SIGINT stop the job cleanly: Ray session
+    ended, ``status_<n>.json`` (``stopped``) and the summary written."""
     from hydra.core.hydra_config import HydraConfig
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
+    job_config = OmegaConf.to_yaml(config)  # as Hydra composed it, before place_checkpoints sets a key
     checkpoints = place_checkpoints(config, job_dir)
     try:
         locks = _lock_directories(job_dir, checkpoints)
     except RunDirBusy as busy:
-        print(f"ERROR: hydra.run.dir={busy.directory}: {busy}", file=sys.stderr)
-        print(f"{PROG} train: not started", file=sys.stderr)
-        return {"status": "not_started", "directory": str(job_dir), "errors": [str(busy)]}
+        return _not_started(job_dir, f"hydra.run.dir={busy.directory}: {busy}")
     except OSError as err:
-        message = f"hydra.run.dir={job_dir}: {write_error_line(job_dir, err)}; set hydra.run.dir to a folder you can write"
-        print(f"ERROR: {message}\n{PROG} train: not started", file=sys.stderr)
-        return {"status": "not_started", "directory": str(job_dir), "errors": [message]}
+        return _not_started(job_dir, f"hydra.run.dir={job_dir}: {write_error_line(job_dir, err)}; "
+                                     "set hydra.run.dir to a folder you can write")
     try:
+        record = hydra_record_dir(job_dir)
+        if record is not None:
+            try:
+                write_hydra_record(record, job_config)
+            except OSError as err:
+                line = err.strerror if isinstance(err, WriteFailed) else write_error_line(record, err)
+                return _not_started(job_dir, f"hydra.run.dir={job_dir}: {line}; free space there, or set "
+                                             "hydra.run.dir to a folder you can write")
         return _checked_job(config, job_dir, checkpoints)
     finally:
         for lock in locks:
@@ -337,13 +384,18 @@ _WRITE_ERROR = re.compile(r"\[Errno (28|27|122|30|5)\] ([^:\n]+): '([^'\n]+)'")
 
 
 def write_error_note(err: BaseException) -> str | None:
-    """One line for a full disk / write error anywhere in ``err`` (a worker's, relayed by Ray): the path, and
-    the space free where it was written; None for any other error."""
+    """One line for a full disk / write error anywhere in ``err`` (a worker's, relayed by Ray as text): the
+    path, the bytes needed and the space free where it was written; None for any other error.
+
+    The relayed error names the file but not the size of what was being written; for a checkpoint shard the
+    line gives the size of the previous checkpoint as the estimate, and says so
+    (:func:`fspo_verl.run_dir.checkpoint_estimate`)."""
     match = _WRITE_ERROR.search(f"{err}\n{err.__cause__ or ''}")
     if match is None:
         return None
     errno_, why, path = int(match[1]), match[2], match[3]
-    return write_error_line(path, OSError(errno_, why))
+    needed, estimate = checkpoint_estimate(path)
+    return write_error_line(path, OSError(errno_, why), needed, estimate)
 
 
 def first_line(text: str, limit: int = 200) -> str:

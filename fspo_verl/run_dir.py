@@ -93,15 +93,47 @@ def write_whole(path: Path, text: str) -> None:
         raise WriteFailed(err.errno, write_error_line(path, err, len(data))) from err
 
 
-def write_error_line(path: str | Path, err: OSError, needed: int | None = None) -> str:
-    """``cannot write PATH: No space left on device (needs N bytes, M bytes free there)`` on one line."""
+def write_error_line(path: str | Path, err: OSError, needed: int | None = None, estimate: str | None = None) -> str:
+    """``cannot write PATH: No space left on device (needs N bytes; M bytes free there)`` on one line.
+
+    ``needed`` is the size of what was being written when the writer knows it; ``estimate`` says where the
+    figure comes from when it is only an estimate (``needs about N bytes, <estimate>``), or, without
+    ``needed``, why the bytes needed are not known."""
     try:
         free = shutil.disk_usage(nearest_folder(Path(path))).free
     except OSError:
         free = None
-    sizes = ", ".join(part for part in (f"needs {needed:,} bytes" if needed is not None else "",
-                                         f"{free:,} bytes free there" if free is not None else "") if part)
+    if needed is not None:
+        need = f"needs about {needed:,} bytes, {estimate}" if estimate else f"needs {needed:,} bytes"
+    else:
+        need = f"bytes needed not known: {estimate}" if estimate else ""
+    sizes = "; ".join(part for part in (need, f"{free:,} bytes free there" if free is not None else "") if part)
     return f"cannot write {path}: {err.strerror or err}" + (f" ({sizes})" if sizes else "")
+
+
+_STEP = re.compile(r"^global_step_(\d+)$")
+
+
+def checkpoint_estimate(path: str | Path) -> tuple[int | None, str]:
+    """What a write inside ``<checkpoints>/global_step_<N>/`` needs, as far as the driver can tell: the bytes
+    of the newest earlier step (``global_step_<K>``, K < N; a save writes the same shards each time), and
+    where that figure comes from. ``(None, why)`` when there is no earlier step or ``path`` is not in one.
+    A worker's write error names the file, not the size of what it was writing, so this is an estimate."""
+    parts = Path(path).parts
+    at = next((i for i in range(len(parts) - 1, -1, -1) if _STEP.match(parts[i])), None)
+    if at is None:
+        return None, "the write was not a checkpoint step's"
+    root, step = Path(*parts[:at]), int(_STEP.match(parts[at])[1])
+    try:
+        steps = root.iterdir() if root.is_dir() else ()
+        earlier = [int(m[1]) for p in steps if (m := _STEP.match(p.name)) and int(m[1]) < step and p.is_dir()]
+        if not earlier:
+            return None, f"no checkpoint before global_step_{step} to measure"
+        previous = root / f"global_step_{max(earlier)}"
+        size = sum(f.stat().st_size for f in previous.rglob("*") if f.is_file())
+    except OSError as err:
+        return None, f"{root} could not be read ({err.strerror or err})"
+    return size, f"the size of the previous checkpoint {previous.name}"
 
 
 def nearest_folder(path: Path) -> Path:

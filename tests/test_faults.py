@@ -72,9 +72,16 @@ def test_the_lock_names_the_holder_and_dies_with_it(tmp_path):
     assert (tmp_path / LOCK_FILE).is_file()
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_a_second_train_in_a_busy_directory_is_refused_before_ray(tmp_path):
     run_dir = tmp_path / "run"
     lock = RunLock(run_dir)  # this process plays the first run
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- data.seed=1\n")  # the first run's record
+    before = _files(run_dir)
     try:
         done, marker = _train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.total_training_steps=1")
     finally:
@@ -85,6 +92,40 @@ def test_a_second_train_in_a_busy_directory_is_refused_before_ray(tmp_path):
     assert len(errors) == 1, done.stderr[-3000:]
     assert f"hydra.run.dir={run_dir.resolve()}" in errors[0] and f"PID {os.getpid()}" in errors[0], errors
     assert not list(run_dir.glob("metrics_*.jsonl")), "the refused run reserved files"
+    assert _files(run_dir) == before, "the refused run wrote into the first run's directory"
+
+
+def _hydra_record(folder: Path) -> dict[str, object]:
+    return {name: yaml.safe_load((folder / ".hydra" / name).read_text()) for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+
+
+def test_a_run_and_a_sweep_job_get_hydras_record_of_the_job(tmp_path, built_demo_cache):
+    """``.hydra/`` written by the app once it holds the lock has the three files Hydra writes, with the same
+    content as Hydra's own (``hydra.output_subdir=.hydra``, written before the lock): the job's config, the
+    hydra node, the job's overrides. A sweep job gets its own overrides; a user's hydra.output_subdir=null
+    writes none."""
+    ours, hydras, sweep, none = (tmp_path / name for name in ("ours", "hydras", "sweep", "none"))
+    task = ["trainer.total_training_steps=1", "data.seed=3"]
+    for run_dir, extra in ((ours, []), (hydras, ["hydra.output_subdir=.hydra"]), (none, ["hydra.output_subdir=null"])):
+        done, _ = _train(tmp_path, *task, f"hydra.run.dir={run_dir}", *extra)
+        assert done.returncode == RAY_STARTED, done.stderr[-3000:]
+    record, reference = _hydra_record(ours), _hydra_record(hydras)
+    assert record["overrides.yaml"] == task == reference["overrides.yaml"]
+    assert record["config.yaml"] == reference["config.yaml"]
+    assert record["config.yaml"]["trainer"]["default_local_dir"].startswith("checkpoints/")  # as composed, unresolved
+    assert record["hydra.yaml"]["hydra"]["output_subdir"] is None
+    assert record["hydra.yaml"]["hydra"]["runtime"]["output_dir"] == str(ours.resolve())
+    for hydra in (record["hydra.yaml"]["hydra"], reference["hydra.yaml"]["hydra"]):
+        for key in ("output_subdir", "runtime", "run", "overrides"):
+            hydra.pop(key)
+    assert record["hydra.yaml"] == reference["hydra.yaml"]
+    assert not (none / ".hydra").exists()
+
+    done, _ = _train(tmp_path, "-m", "data.seed=5,6", "trainer.total_training_steps=1", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == RAY_STARTED, done.stderr[-3000:]  # job 0 reached ray.init
+    job = _hydra_record(sweep / "0")
+    assert job["overrides.yaml"] == ["data.seed=5", "trainer.total_training_steps=1"]
+    assert job["hydra.yaml"]["hydra"]["job"]["num"] == 0 and job["config.yaml"]["data"]["seed"] == 5
 
 
 # --- resume never silently discards work
@@ -178,4 +219,71 @@ def test_a_workers_write_error_becomes_one_line_with_the_path(tmp_path):
     note = write_error_note(relayed)
     assert note is not None and "\n" not in note
     assert note.startswith(f"cannot write {path}: No space left on device") and "bytes free there" in note
+    assert "bytes needed not known: no checkpoint before global_step_1" in note
     assert write_error_note(RuntimeError("ValueError: something else")) is None
+
+
+def _relayed(cause: OSError, worker: str, caller: str) -> BaseException:
+    """``cause`` as the driver gets it from Ray: raised in ``worker`` (a ``RayTaskError(OSError)``, Ray's class
+    that is both), re-raised by ``caller`` (a plain RayTaskError: Ray cannot subclass it twice), each level
+    carrying the traceback text of the level below."""
+    import traceback
+
+    from ray.exceptions import RayTaskError
+
+    def traced(err: BaseException) -> str:
+        return "".join(traceback.format_exception(err))
+
+    inner = RayTaskError(worker, traced(cause), cause, proctitle=f"ray::{worker}", pid=1234, ip="127.0.0.1")
+    inner = inner.as_instanceof_cause()
+    return RayTaskError(caller, traced(inner), inner, proctitle=f"ray::{caller}", pid=1235, ip="127.0.0.1")
+
+
+def test_a_workers_full_disk_names_the_bytes_from_the_previous_checkpoint(tmp_path):
+    from fspo_verl.app import write_error_note
+
+    checkpoints = tmp_path / "checkpoints"
+    for name, size in (("model_world_size_1_rank_0.pt", 3000), ("optim_world_size_1_rank_0.pt", 1500)):
+        (checkpoints / "global_step_2" / "actor").mkdir(parents=True, exist_ok=True)
+        (checkpoints / "global_step_2" / "actor" / name).write_bytes(b"x" * size)
+    (checkpoints / "global_step_1" / "actor").mkdir(parents=True)  # older, smaller: not the estimate
+    (checkpoints / "global_step_4" / "actor").mkdir(parents=True)  # the save cut short
+    path = checkpoints / "global_step_4" / "actor" / "model_world_size_1_rank_0.pt"
+    relayed = _relayed(OSError(28, "No space left on device", str(path)), "WorkerDict.actor_rollout_save_checkpoint",
+                       "TaskRunner.run")
+    assert isinstance(relayed.cause, OSError) and not isinstance(relayed, OSError)  # the OSError is text by now
+    note = write_error_note(relayed)
+    assert note is not None and "\n" not in note, note
+    assert note.startswith(f"cannot write {path}: No space left on device (needs about 4,500 bytes, the size of the "
+                           "previous checkpoint global_step_2; "), note
+    assert note.endswith(" bytes free there)"), note
+
+
+# --- SIGINT (Ctrl-C) stops a job as SIGTERM does (tests/e2e/test_faults_e2e.py: SIGTERM on the real trainer)
+
+
+INTERRUPTED_JOB = """
+import os, signal, sys, time
+import fspo_verl.app as app
+
+def train(config, files):  # in place of verl's trainer: Ctrl-C arrives while the driver waits
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(120)
+    raise AssertionError("SIGINT did not stop the job")
+
+app._train = train
+from fspo_verl.cli import main
+sys.exit(main(["train", "trainer.total_training_steps=1", "hydra.run.dir=" + sys.argv[1]]))
+"""
+
+
+def test_sigint_stops_a_job_cleanly_with_exit_130(tmp_path, built_demo_cache):
+    """The app's whole path (Hydra, the lock, the checks, the stop, the summary) with SIGINT; only verl's
+    trainer is replaced. Fails without the handler: the process dies of KeyboardInterrupt with no status file."""
+    run_dir = tmp_path / "run"
+    done = _python(INTERRUPTED_JOB, str(run_dir), cwd=tmp_path)
+    assert done.returncode == 130, done.stderr[-3000:]
+    status = json.loads((run_dir / "status_0.json").read_text())
+    assert status["status"] == "stopped" and status["error"] == "stopped by SIGINT", status
+    assert done.stdout.count("fspo-verl train: run 0 stopped") == 1, done.stdout
+    assert "KeyboardInterrupt" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]

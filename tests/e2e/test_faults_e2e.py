@@ -1,7 +1,8 @@
 """Two faults on verl's real trainer (CPU backend): a second run in a busy directory, and SIGTERM mid-run.
 
 One real run A trains in a directory. A second ``fspo-verl train`` there is refused in the driver, naming
-the directory and A's PID, before it starts Ray (so it costs an import, not a cluster). Then A's process group
+the directory and A's PID, before it starts Ray (so it costs an import, not a cluster), and A's
+``.hydra/overrides.yaml`` still holds A's overrides. Then A's process group
 gets SIGTERM after its first logged step (``kill -- -PGID``, a scheduler): Ray's own processes get it too. A
 ends with exit code 143 (not SIGABRT), its ``status_0.json`` says ``stopped``, its summary is printed, and
 every process it had started is gone. Before these mechanisms both runs trained in the same directory, and
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from e2e.cpu_run import LEAN_JOB
 from fspo_verl.diagnostics.run_log import read_run
@@ -34,8 +36,8 @@ START_TIMEOUT_S = 480
 STOP_TIMEOUT_S = 180
 
 
-def _command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "fspo_verl.cli", "train", *LEAN, f"hydra.run.dir={run_dir}"]
+def _command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fspo_verl.cli", "train", *LEAN, *extra, f"hydra.run.dir={run_dir}"]
 
 
 def _wait_for(condition, timeout_s: float, what: str, proc: subprocess.Popen, log: Path) -> None:
@@ -65,11 +67,13 @@ def test_a_second_run_is_refused_and_sigterm_ends_the_first_cleanly(tmp_path):
         lock = run_dir / LOCK_FILE
         _wait_for(lambda: lock.is_file() and lock.read_text().strip() == str(first.pid), START_TIMEOUT_S, "lock", first, log)
 
-        second = subprocess.run(_command(run_dir), capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+        second = subprocess.run(_command(run_dir, "data.seed=7"), capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
         assert second.returncode == 1, second.stderr[-4000:]
         refusal = [line for line in second.stderr.splitlines() if line.startswith("ERROR: ")]
         assert len(refusal) == 1 and str(run_dir.resolve()) in refusal[0] and f"PID {first.pid}" in refusal[0], second.stderr[-4000:]
         assert "Started a local Ray instance" not in second.stdout + second.stderr
+        # Hydra's record of run A is A's: the refused run wrote nothing into A's directory
+        assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) == LEAN
 
         _wait_for(lambda: _stepped(run_dir / "metrics_0.jsonl"), START_TIMEOUT_S, "first step", first, log)
         started = [p.pid for p in psutil.Process(first.pid).children(recursive=True)]
