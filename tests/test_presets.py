@@ -110,9 +110,8 @@ def test_demo_overrides_for_verls_entry_point_never_name_fspo_verls_section(data
     """``fspo_verl.demo.overrides`` turns the CPU presets into plain overrides of ``verl.trainer.main_ppo``,
     whose config has no ``fspo_verl`` section (the function drops it): an interpolation into it would fail in
     verl's TaskRunner (seen: ``rollout.n: ${fspo_verl.task.group_size}``, InterpolationKeyError)."""
-    from fspo_verl.demo.overrides import demo_overrides
-
     from fspo_verl.demo import ensure_assets
+    from fspo_verl.demo.overrides import demo_overrides
 
     assets = {key: f"/{key}" for key in ensure_assets()}  # the keys only: nothing is built
     effective = {}  # key -> value of its last override (Hydra applies them in order)

@@ -42,9 +42,11 @@ Rows follow verl's RL dataset schema: ``data_source``, ``prompt`` (chat messages
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from pathlib import Path
 
-from fspo_verl.demo.countdown import WORDS, answer_for as countdown_answer
+from fspo_verl.demo.countdown import WORDS
+from fspo_verl.demo.countdown import answer_for as countdown_answer
 from fspo_verl.demo.reward import CHECKSUM_SOURCE
 
 #: N ranges over [MIN_COUNT, MAX_COUNT]: responses of 4 to 150 tokens (N words, a space, the digit, EOS)
@@ -78,7 +80,7 @@ def bin_counts_range(edges: tuple[int, ...] = LENGTH_BINS) -> list[tuple[int, in
     whose correct response (N + EXTRA_TOKENS tokens) falls in it: [(lo, hi)] inclusive."""
     bounds = [0, *edges, MAX_COUNT + EXTRA_TOKENS]
     return [
-        (max(MIN_COUNT, lo + 1 - EXTRA_TOKENS), min(MAX_COUNT, hi - EXTRA_TOKENS)) for lo, hi in zip(bounds, bounds[1:])
+        (max(MIN_COUNT, lo + 1 - EXTRA_TOKENS), min(MAX_COUNT, hi - EXTRA_TOKENS)) for lo, hi in pairwise(bounds)
     ]
 
 

@@ -57,7 +57,7 @@ SFT_SEED = 1234  # differs from the task's parquet seeds: the pass sees other ex
 NEXT_DIGIT_SFT_STEPS = 150
 NEXT_DIGIT_LABEL_SMOOTHING = 0.5
 #: checksum's pass (our choice, see the module docstring); same SFT_BATCH, SFT_LR, SFT_SEED
-CHECKSUM_SFT_STEPS = 400
+CHECKSUM_SFT_STEPS = 300
 CHECKSUM_CHOICE_SMOOTHING = 0.6
 
 
