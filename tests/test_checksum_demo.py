@@ -25,17 +25,17 @@ def _bins(lengths: list[int]) -> list[int]:
 @pytest.mark.parametrize(
     ("response", "answer", "score"),
     [
-        ("b a 7", "b a 7", 1.0),
-        (" b  a 7 ", "b a 7", 1.0),  # whitespace is not a word
-        ("b a 3", "b a 7", 0.25),  # scratchpad right (0.25 x 2/2), digit wrong
-        ("b a", "b a 7", 0.25),  # stopped before the digit: 0.25 x 2/max(1, 2)
-        ("b c 7", "b a 7", 0.75 + 0.25 / 2),  # a slip in the scratchpad, the digit right where it belongs
-        ("7", "b a 7", 0.0),  # the digit at once, skipping the scratchpad: paid nothing
-        ("b 7", "b a 7", 0.25 / 2),  # the digit one word early: not where the answer puts it
-        ("b a 7 7", "b a 7", 0.25 * 2 / 3),  # ran on one word: the digit is not the last word of |a|
-        ("a 7", "a 7", 1.0),  # N = 1: the shortest answer
-        ("", "b a 7", 0.0),
-        ("dg df dd 4", "dg df de 4", 0.75 + 0.25 * 2 / 3),
+        ("7 b a", "7 b a", 1.0),
+        (" 7  b a ", "7 b a", 1.0),  # whitespace is not a word
+        ("3 b a", "7 b a", 0.25),  # scratchpad right (0.25 x 2/2), digit wrong
+        ("7", "7 b a", 0.75),  # stopped after the digit: 0.75 + 0.25 x 0/max(0, 2)
+        ("7 b", "7 b a", 0.75 + 0.25 / 2),  # stopped one word early
+        ("7 b c", "7 b a", 0.75 + 0.25 / 2),  # a slip in the scratchpad: only the words before it count
+        ("7 b a a", "7 b a", 0.75 + 0.25 * 2 / 3),  # ran on one word: charged as countdown charges it
+        ("b a", "7 b a", 0.0),  # no digit: the first word is not it, and the scratchpad is off by one
+        ("1 a", "1 a", 1.0),  # N = 1: the shortest answer
+        ("", "7 b a", 0.0),
+        ("4 dg df dd", "4 dg df de", 0.75 + 0.25 * 2 / 3),
     ],
 )
 def test_checksum_reward_by_hand(response, answer, score):
@@ -45,8 +45,8 @@ def test_checksum_reward_by_hand(response, answer, score):
 def test_answers_and_check_digits():
     assert checksum.check_digit(9) == "0" and checksum.check_digit(3) == "4"
     assert checksum.prompt_for(37, 9) == "dh 9"
-    assert checksum.answer_for(3, 9) == "c b a 0"
-    assert checksum.answer_for(1, 0) == "a 1"
+    assert checksum.answer_for(3, 9) == "0 c b a"
+    assert checksum.answer_for(1, 0) == "1 a"
 
 
 def test_every_block_of_eight_prompts_fills_every_length_bin():
@@ -71,14 +71,14 @@ def test_checksum_parquet_has_verl_schema_and_consistent_answers(demo_cache):
         words = row.reward_model["ground_truth"].split()
         assert row.data_source == CHECKSUM_SOURCE and row.reward_model["style"] == "rule"
         assert row.extra_info["answer_length"] == n + 2 and len(words) == n + 1
-        assert [countdown.WORDS.index(w) for w in words[:-1]] == list(range(n - 1, -1, -1))
-        assert words[-1] == str((int(key) + 1) % 10)
+        assert [countdown.WORDS.index(w) for w in words[1:]] == list(range(n - 1, -1, -1))
+        assert words[0] == str((int(key) + 1) % 10)
         assert compute_score(row.data_source, row.reward_model["ground_truth"], row.reward_model["ground_truth"]) == 1.0
 
 
-def test_the_warm_start_leaves_only_the_final_digit_uncertain(demo_cache):
-    """Greedy answers are right at every length; sampled at temperature 1, the scratchpad is almost always
-    complete (its length right) at every length, and the reward sits well inside (0, 1), carried by the digit."""
+def test_the_warm_start_knows_the_task_and_leaves_room_for_rl(demo_cache):
+    """Greedy answers are right at every length (digit and scratchpad); sampled at temperature 1 the reward sits
+    well inside (0, 1), and most samples keep the answer's length in every bin."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fspo_verl.demo.warm_start import sampled_reward
@@ -88,10 +88,11 @@ def test_the_warm_start_leaves_only_the_final_digit_uncertain(demo_cache):
     rng = random.Random(5)
     counts = [n for _ in range(8) for n in checksum.draw_block(rng)]  # 64 prompts, every bin 8+ times
     keys = [rng.randrange(10) for _ in counts]
-    greedy, greedy_lengths = sampled_reward(model, tokenizer, counts, keys=keys, temperature=0.0)
-    assert greedy == 1.0
-    assert greedy_lengths == [n + 3 for n in counts]
+    greedy, _ = sampled_reward(model, tokenizer, counts, keys=keys, temperature=0.0)
+    assert greedy > 0.95, greedy
     reward, lengths = sampled_reward(model, tokenizer, counts, keys=keys)
-    complete = sum(length == n + 3 for length, n in zip(lengths, counts)) / len(counts)
-    assert complete > 0.9, complete
-    assert 0.4 < reward < 0.85, reward
+    assert 0.35 < reward < 0.75, reward
+    complete = torch.tensor([float(length == n + 3) for length, n in zip(lengths, counts)])  # (64,)
+    bins = torch.tensor(_bins([n + 3 for n in counts]))  # (64,)
+    shares = [float(complete[bins == b].mean()) for b in range(len(EDGES) + 1)]
+    assert min(shares) > 0.4, shares

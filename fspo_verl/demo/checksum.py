@@ -1,20 +1,22 @@
-"""The CPU demo's second task, ``checksum`` (preset data=checksum_cpu): a copyable scratchpad of any length,
-then one hard digit. Written as verl parquet.
+"""The CPU demo's second task, ``checksum`` (preset data=checksum_cpu): one hard digit, then a copyable
+scratchpad of any length. Written as verl parquet.
 
 A prompt is a number N (in countdown's letter words, :mod:`fspo_verl.demo.countdown`) and a key digit k; the
-answer counts down from N-1 to 0 (the scratchpad, N words), then gives the check digit k+1 modulo 10:
-``"dh 9"`` (N = 37, k = 9) -> ``"dg df ... b a 0"``. The response is N + 3 tokens: N words, a space and the
-digit (Qwen2's pre-tokenizer splits a digit from its space), and EOS. The check digit is a ten-entry map of
-one prompt token (next_digit's rule), which the tiny model learns in a short pass; what makes it the hard
-choice is where the warm start leaves it (below).
+answer gives the check digit k+1 modulo 10, then counts down from N-1 to 0 (the scratchpad, N words):
+``"dh 9"`` (N = 37, k = 9) -> ``"0 dg df ... b a"``. The response is N + 3 tokens: a space and the digit
+(Qwen2's pre-tokenizer splits a digit from its space), N words, and EOS. The check digit is a ten-entry map of
+the prompt's last token (next_digit's rule). It comes first so that the model reads the key from the
+previous token rather than back across up to 150 (our choice; a first version with the digit last and an
+unweighted warm start left the digit at chance, greedy reward 0.32; which of the two changes mattered was
+not measured).
 
 What differs from countdown, and why it matters for length-fair clipping. On countdown every word is an
 equally likely place to slip (the warm start leaves the same share of probability off the rule at every
 word), so a long answer holds many uncertain tokens: it is the hard one, and the spread of the sequence
 log-ratio S_i = sum_t log r_t grows faster than its length (measured exponent of Var(S|L) ~ 1.8,
 ``docs/length-fairness.md``). Here the uncertainty sits in one token whatever the length: the scratchpad is
-warm-started without label smoothing (the countdown rule is local, so a tiny model learns it almost exactly
-and samples it almost without slips), and the final digit is warm-started with smoothing over the ten digits
+warm-started without label smoothing (the countdown rule is local, so a tiny model learns it and slips far
+less often than countdown's smoothed model), and the digit is warm-started with smoothing over the ten digits
 (:mod:`fspo_verl.demo.warm_start`): a choice the model makes right about half the time at temperature 1. A long
 answer is mostly easy tokens and a short one is mostly the hard choice, so Var(S|L) is about a constant plus a
 small term in L: it grows slower than L (exponent below 1), the opposite of countdown. A band of half-width
@@ -23,9 +25,9 @@ flat on both tasks.
 
 The scratchpad is countdown's rule rather than a repeated word because a 2-layer model cannot count how
 many times it has repeated a word, whereas counting down to 0 tells it where to stop: the length stays under
-the prompt's control. The reward (:func:`fspo_verl.demo.reward.score_checksum`) weighs the final digit 0.75
-and the scratchpad 0.25 and pays the digit only where the answer puts it (after N words), so skipping the
-scratchpad to answer at once earns nothing and the length distribution stays the prompts'.
+the prompt's control. The reward (:func:`fspo_verl.demo.reward.score_checksum`) weighs the digit 0.75 and
+the scratchpad 0.25 (countdown's prefix score over its N words): the reward depends mostly on the one hard
+token, and a response that stops after the digit keeps 0.75, never 1.
 
 Prompts are stratified, not drawn from one distribution: each consecutive block of BLOCK = 8 rows holds one
 N from every length bin of the preset's ``length_bins`` (response lengths <= 8, 9-16, 17-32, 33-64, 65-128,
@@ -71,8 +73,8 @@ def prompt_for(count: int, key: int) -> str:
 
 
 def answer_for(count: int, key: int) -> str:
-    """``"N-1 ... 0 c"``: countdown's N words, then the check digit c of key k."""
-    return f"{countdown_answer(count)} {check_digit(key)}"
+    """``"c N-1 ... 0"``: the check digit c of key k, then countdown's N words: (3, 9) -> "0 c b a"."""
+    return f"{check_digit(key)} {countdown_answer(count)}"
 
 
 def bin_counts_range(edges: tuple[int, ...] = LENGTH_BINS) -> list[tuple[int, int]]:

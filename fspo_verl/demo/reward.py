@@ -67,28 +67,25 @@ CHECKSUM_FINAL_WEIGHT = 0.75
 
 
 def score_checksum(solution_str: str, ground_truth: str) -> float:
-    """checksum: the final digit where the answer puts it, and the scratchpad's correct words before its first
-    mistake.
+    """checksum: the check digit first, then the scratchpad's correct words before its first mistake.
 
-        score = w * [|r| = |a| and r_last = a_last] + (1 - w) * P / max(|r| - 1, |a| - 1),   w = CHECKSUM_FINAL_WEIGHT
-        P = max{k : r_i = a_i for all i < k <= |a| - 1}        (r, a: the whitespace-separated words; a = N words, digit)
+        score = w * [r_1 = a_1] + (1 - w) * P / max(|r| - 1, |a| - 1),   w = CHECKSUM_FINAL_WEIGHT
+        P = max{k : r_{1+i} = a_{1+i} for all i < k}        (r, a: the whitespace-separated words; a = digit, N words)
 
-    in [0, 1], 1 only for exactly the answer. The digit counts only as the response's (|a|)-th and last word, so
-    answering at once without the scratchpad earns 0, not w; the scratchpad term is countdown's prefix score
-    over its N words (a response that stops after them scores 1 - w; one that runs on is charged its extra
-    words).
+    in [0, 1], 1 only for exactly the answer. The scratchpad term is countdown's prefix score over its N
+    words: a response that stops after the digit earns w, never 1.
     """
     response, answer = solution_str.split(), ground_truth.split()
     if not response or len(answer) < 2:
         return 0.0
-    final = float(len(response) == len(answer) and response[-1] == answer[-1])
+    digit = float(response[0] == answer[0])
     prefix = 0
-    for r, a in zip(response, answer[:-1]):
+    for r, a in zip(response[1:], answer[1:]):
         if r != a:
             break
         prefix += 1
     scratchpad = prefix / max(len(response) - 1, len(answer) - 1)
-    return CHECKSUM_FINAL_WEIGHT * final + (1.0 - CHECKSUM_FINAL_WEIGHT) * scratchpad
+    return CHECKSUM_FINAL_WEIGHT * digit + (1.0 - CHECKSUM_FINAL_WEIGHT) * scratchpad
 
 
 _RULES = {DATA_SOURCE: score_response, COUNTDOWN_SOURCE: score_countdown, CHECKSUM_SOURCE: score_checksum}

@@ -28,15 +28,19 @@ answers are right and the sampled reward is about 0.35 (a PyTorch check, 512 pro
 of 8 samples almost always has a spread of rewards, which GRPO and PODS need.
 
 ``checksum`` (data=checksum_cpu, :mod:`fspo_verl.demo.checksum`) puts its uncertainty in one token: the
-scratchpad (countdown's words) and the space and EOS around the digit are learnt without smoothing, so they
-are sampled almost exactly at every length, and the final digit d is learnt against a target smoothed over the
-ten digits only (the choice stays a digit, so a wrong one does not derail what follows):
+scratchpad (countdown's words), the space before the digit and the EOS are learnt without smoothing, and the
+digit d is learnt against a target smoothed over the ten digits only (the choice stays a digit, so a wrong
+one does not derail what follows):
 
+    loss = [sum_{t not d} CE_t + w * loss_d] / #answer-tokens,
     loss_d = -(1-eps_d) log p(d | y_<t) - eps_d * mean_{v in digits} log p(v | y_<t)
 
-averaged with the other answer tokens' cross-entropy. CHECKSUM_SFT_STEPS and CHECKSUM_CHOICE_SMOOTHING are our
-choice (the sampled start they give is in ``docs/length-fairness.md``): the digit is right about half the
-time at temperature 1, so a group of 16 samples almost always has a spread of rewards, at every length.
+The weight w = CHECKSUM_CHOICE_WEIGHT = 10 is our choice: at w = 1 the one digit is ~1/100 of the loss and a
+300-step pass left it near chance (greedy reward 0.375, the digit right ~17% of the time); with the digit's mean as a term of its own (w ~ 100) the pass learnt the
+digit and lost the scratchpad (no greedy answer of the right length). CHECKSUM_SFT_STEPS and
+CHECKSUM_CHOICE_SMOOTHING are our choice: greedy answers are right and the digit is right about half the time
+at temperature 1, so a group of 16 samples almost always has a spread of rewards, at every length
+(measured start in ``docs/length-fairness.md``).
 
 Each model is built on first use of its own asset keys, then cached (:func:`fspo_verl.demo.ensure_assets`).
 :func:`sampled_reward` measures where countdown RL starts (used by the tests).
@@ -59,6 +63,8 @@ NEXT_DIGIT_LABEL_SMOOTHING = 0.5
 #: checksum's pass (our choice, see the module docstring); same SFT_BATCH, SFT_LR, SFT_SEED
 CHECKSUM_SFT_STEPS = 300
 CHECKSUM_CHOICE_SMOOTHING = 0.6
+#: the digit's weight in the pass (our choice, see the module docstring)
+CHECKSUM_CHOICE_WEIGHT = 10.0
 
 
 def _example_ids(tokenizer, count: int) -> tuple[list[int], int]:
@@ -98,7 +104,7 @@ def _checksum_example(tokenizer, rng: random.Random) -> tuple[list[int], int, in
     prompt = _prompt_ids(tokenizer, prompt_for(count, key))
     answer = tokenizer(" " + answer_for(count, key), add_special_tokens=False)["input_ids"]
     ids = prompt + answer + [tokenizer.eos_token_id]
-    return ids, len(prompt), len(ids) - 2
+    return ids, len(prompt), len(prompt) + 1  # the answer's tokens: the space, the digit, the words
 
 
 def _prompt_ids(tokenizer, content: str) -> list[int]:
@@ -169,8 +175,9 @@ def _train_steps(
 
 
 def _with_choices(logits, targets, choices, tokenizer, label_smoothing: float, choice_smoothing: float):
-    """Mean loss over the answer tokens: cross-entropy (smoothing ``label_smoothing`` over the vocabulary) on
-    ``targets``, and on ``choices`` the digit loss of the module docstring (smoothing over the ten digits).
+    """The loss of the module docstring: cross-entropy (smoothing ``label_smoothing`` over the vocabulary) on
+    ``targets`` and, weighted CHECKSUM_CHOICE_WEIGHT, the digit loss (smoothing over the ten digits) on
+    ``choices``, over the answer tokens.
     logits (B, T-1, V); targets, choices (B, T-1) with -100 where not scored."""
     import torch
     import torch.nn.functional as F
@@ -186,7 +193,7 @@ def _with_choices(logits, targets, choices, tokenizer, label_smoothing: float, c
     digit_ids = torch.tensor(tokenizer.convert_tokens_to_ids(DIGITS))  # (10,)
     right = log_p.gather(1, choices.reshape(-1)[picked].unsqueeze(1)).squeeze(1)  # (C,)
     digits = -((1 - choice_smoothing) * right + choice_smoothing * log_p[:, digit_ids].mean(dim=1)).sum()  # ()
-    return (words + digits) / (int((targets != -100).sum()) + int(picked.sum()))
+    return (words + CHECKSUM_CHOICE_WEIGHT * digits) / (int((targets != -100).sum()) + int(picked.sum()))
 
 
 #: demo task -> its supervised pass (the keywords of :func:`supervised_pass` that differ from the defaults,
