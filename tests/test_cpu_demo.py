@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fspo_verl.demo import countdown, ensure_assets
+from fspo_verl.demo import ASSETS_VERSION, countdown, ensure_assets
 from fspo_verl.demo.overrides import DATA_ASSETS, task_policy_loss
 from fspo_verl.demo.reward import COUNTDOWN_SOURCE, DATA_SOURCE, PARTIAL_CREDIT, compute_score
 from fspo_verl.demo.task import make_rows
@@ -34,16 +34,30 @@ def assets(demo_cache):
 
 def test_assets_are_built_once_and_cached(assets, tmp_path_factory):
     models = {"model_path", "next_digit_model_path"}
-    assert set(assets) == models | {"train_files", "val_files", "countdown_train_files", "countdown_val_files"}
+    keys = models | {"train_files", "val_files", "countdown_train_files", "countdown_val_files"}
+    assert set(assets) == keys | {"checksum_model_path", "checksum_train_files", "checksum_val_files"}
     assert assets["model_path"] != assets["next_digit_model_path"]  # one model per task
 
-    def stamps(paths: dict[str, str]) -> dict[str, int]:
-        return {k: os.stat(os.path.join(v, "config.json") if k in models else v).st_mtime_ns for k, v in paths.items()}
+    def stamps(paths) -> dict[str, int]:
+        return {k: os.stat(os.path.join(paths[k], "config.json") if k in models else paths[k]).st_mtime_ns for k in keys}
 
     before = stamps(assets)
     again = ensure_assets(os.path.dirname(os.path.dirname(assets["model_path"])))
-    assert again == assets
+    assert {k: again[k] for k in keys} == {k: assets[k] for k in keys}
     assert stamps(again) == before
+
+
+def test_a_tasks_assets_are_built_on_first_use_of_its_own_keys(tmp_path):
+    """Reading countdown's files builds them and nothing else (no model, no other task); listing the keys and
+    asking whether one is known build nothing."""
+    assets = ensure_assets(tmp_path)
+    base = tmp_path / f"cpu_demo_{ASSETS_VERSION}"
+    assert "checksum_model_path" in assets and "bogus" not in assets and len(assets) == 9
+    assert sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) == []
+    assert os.path.exists(assets["countdown_train_files"])
+    assert sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) == ["countdown"]
+    with pytest.raises(KeyError):
+        assets["bogus"]
 
 
 def test_parquet_has_verl_schema_and_consistent_answers(assets):

@@ -29,7 +29,7 @@ def _errors(overrides: list[str]) -> list[str]:
 def test_groups_ship_the_presets_the_docs_promise():
     assert set(presets("algorithm")) >= {"fspo", "fspo_adaptive", "sspo", "opo", "pods", "pods_128_32", "gfpo", "gspo", "gmpo", "sapo", "cispo", "grpo"}
     assert set(presets("model")) >= {"tiny_cpu", "qwen2_5_0_5b_instruct", "qwen2_5_3b_instruct", "qwen3_1_7b_base", "qwen3_8b_base", "deepseek_r1_distill_qwen_7b"}
-    assert set(presets("data")) >= {"countdown_cpu", "synthetic_cpu", "gsm8k", "math"}
+    assert set(presets("data")) >= {"countdown_cpu", "synthetic_cpu", "checksum_cpu", "gsm8k", "math"}
     assert set(presets("cluster")) >= {"cpu", "1gpu", "8gpu", "multinode"}
     assert set(presets("downsampling")) >= {"none", "pods", "gfpo"}
 
@@ -43,7 +43,7 @@ def test_every_algorithm_on_every_cluster_validates(algorithm, cluster):
 @pytest.mark.parametrize("group", [g for g in GROUPS if g not in ("algorithm", "cluster")])
 def test_every_other_preset_validates(group):
     for option in presets(group):
-        base = [] if option in ("tiny_cpu", "synthetic_cpu", "countdown_cpu") else GPU_CONTEXT
+        base = [] if option in ("tiny_cpu", "synthetic_cpu", "countdown_cpu", "checksum_cpu") else GPU_CONTEXT
         overrides = [o for o in base if not o.startswith(f"{group}=")] + [f"{group}={option}"]
         if group == "downsampling" and option != "none":
             overrides += ["actor_rollout_ref.rollout.n=8", "trainer.v1.sampler.sampler_kwargs.keep=2", f"{ACTOR}.ppo_mini_batch_size=8"]
@@ -105,32 +105,35 @@ def test_group_based_presets_sample_a_group_per_prompt(algorithm):
     assert demo.data.train_batch_size == 16
 
 
-@pytest.mark.parametrize("data", ["countdown_cpu", "synthetic_cpu"])
+@pytest.mark.parametrize("data", ["countdown_cpu", "synthetic_cpu", "checksum_cpu"])
 def test_demo_overrides_for_verls_entry_point_never_name_fspo_verls_section(data):
     """``fspo_verl.demo.overrides`` turns the CPU presets into plain overrides of ``verl.trainer.main_ppo``,
     whose config has no ``fspo_verl`` section (the function drops it): an interpolation into it would fail in
     verl's TaskRunner (seen: ``rollout.n: ${fspo_verl.task.group_size}``, InterpolationKeyError)."""
+    from fspo_verl.demo import ensure_assets
     from fspo_verl.demo.overrides import demo_overrides
 
-    keys = ("model_path", "next_digit_model_path", "train_files", "val_files", "countdown_train_files", "countdown_val_files")
-    assets = {key: f"/{key}" for key in keys}
+    assets = {key: f"/{key}" for key in ensure_assets()}  # the keys only: nothing is built
     effective = {}  # key -> value of its last override (Hydra applies them in order)
     for override in demo_overrides(assets, "/run", steps=2, data=data):
         key, value = override.lstrip("+").split("=", 1)
         effective[key] = value
     assert "actor_rollout_ref.rollout.n" in effective
     assert not {k: v for k, v in effective.items() if "${fspo_verl." in v}, effective
-    model = {"countdown_cpu": "/model_path", "synthetic_cpu": "/next_digit_model_path"}[data]  # the task's warm model
+    model = {"countdown_cpu": "/model_path", "synthetic_cpu": "/next_digit_model_path",
+             "checksum_cpu": "/checksum_model_path"}[data]  # the task's warm model
     assert effective["actor_rollout_ref.model.path"] == effective["critic.model.path"] == model
 
 
 def test_the_tiny_model_is_the_one_warm_started_on_the_data_presets_task():
     """model=tiny_cpu loads the demo model that ``fspo_verl.task.model_asset`` of the data preset names: the
-    countdown model by default, next_digit's on data=synthetic_cpu; a path the user gives wins."""
+    countdown model by default, next_digit's on data=synthetic_cpu, checksum's on data=checksum_cpu; a path the
+    user gives wins."""
     from fspo_verl.demo import ensure_assets
 
     assets = ensure_assets()  # the default cache, which the composed paths resolve into
-    for data, key in (("countdown_cpu", "model_path"), ("synthetic_cpu", "next_digit_model_path")):
+    for data, key in (("countdown_cpu", "model_path"), ("synthetic_cpu", "next_digit_model_path"),
+                      ("checksum_cpu", "checksum_model_path")):
         config = compose([f"data={data}"])
         assert config.actor_rollout_ref.model.path == config.critic.model.path == assets[key], data
     mine = compose(["data=synthetic_cpu", "actor_rollout_ref.model.path=/my/model"])

@@ -15,6 +15,7 @@ from typing import Any
 DATA_ASSETS = {
     "synthetic_cpu": ("train_files", "val_files"),
     "countdown_cpu": ("countdown_train_files", "countdown_val_files"),
+    "checksum_cpu": ("checksum_train_files", "checksum_val_files"),
 }
 
 

@@ -8,6 +8,7 @@ decoded response (special tokens, EOS included, removed); ``data_source`` picks 
 
 - ``fspo_countdown`` (:mod:`fspo_verl.demo.countdown`, the default demo): :func:`score_countdown`.
 - ``fspo_next_digit`` (:mod:`fspo_verl.demo.task`, data=synthetic_cpu): :func:`score_response`.
+- ``fspo_checksum`` (:mod:`fspo_verl.demo.checksum`, data=checksum_cpu): :func:`score_checksum`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 DATA_SOURCE = "fspo_next_digit"
 COUNTDOWN_SOURCE = "fspo_countdown"
+CHECKSUM_SOURCE = "fspo_checksum"
 
 #: score of a response that starts with the right digit but keeps talking. Our choice: partial credit
 #: gives a dense learning signal to a randomly initialised model; the full score needs the stop too.
@@ -59,7 +61,34 @@ def score_countdown(solution_str: str, ground_truth: str) -> float:
     return prefix / longest
 
 
-_RULES = {DATA_SOURCE: score_response, COUNTDOWN_SOURCE: score_countdown}
+#: checksum's weight of the final digit (our choice: the task's reward depends mostly on its one hard token; the
+#: scratchpad's 0.25 keeps a graded signal for a response that stops or slips before it)
+CHECKSUM_FINAL_WEIGHT = 0.75
+
+
+def score_checksum(solution_str: str, ground_truth: str) -> float:
+    """checksum: the check digit first, then the scratchpad's correct words before its first mistake.
+
+        score = w * [r_1 = a_1] + (1 - w) * P / max(|r| - 1, |a| - 1),   w = CHECKSUM_FINAL_WEIGHT
+        P = max{k : r_{1+i} = a_{1+i} for all i < k}        (r, a: the whitespace-separated words; a = digit, N words)
+
+    in [0, 1], 1 only for exactly the answer. The scratchpad term is countdown's prefix score over its N
+    words: a response that stops after the digit earns w, never 1.
+    """
+    response, answer = solution_str.split(), ground_truth.split()
+    if not response or len(answer) < 2:
+        return 0.0
+    digit = float(response[0] == answer[0])
+    prefix = 0
+    for r, a in zip(response[1:], answer[1:]):
+        if r != a:
+            break
+        prefix += 1
+    scratchpad = prefix / max(len(response) - 1, len(answer) - 1)
+    return CHECKSUM_FINAL_WEIGHT * digit + (1.0 - CHECKSUM_FINAL_WEIGHT) * scratchpad
+
+
+_RULES = {DATA_SOURCE: score_response, COUNTDOWN_SOURCE: score_countdown, CHECKSUM_SOURCE: score_checksum}
 
 
 def compute_score(
