@@ -13,7 +13,7 @@ it; the sequence-level losses recommend it), so the aggregation does the same wo
 them, as on every off-policy micro-batch of a run); ``x fspo`` is its time over fspo's.
 
 Time: median over ``--reps`` repetitions after ``--warmup`` untimed ones, all losses interleaved in each
-repetition so that background load (this machine is shared) hits them alike; ``torch.set_num_threads`` is
+repetition so that background load (a shared machine) hits them alike; ``torch.set_num_threads`` is
 set once to ``--threads``.
 
 Peak memory (CPU): one extra forward+backward under ``torch.profiler`` with ``profile_memory=True``. The

@@ -45,7 +45,7 @@ from fspo_verl.cpu.hf_server import TIMING_DIR_ENV
 from fspo_verl.diagnostics.run_log import read_run
 from fspo_verl.run_dir import latest_metrics
 
-#: the issue's targets (issue 9): median demo step <= 3 s, generation <= 2x the floor
+#: the demo's step targets (our choice): median demo step <= 3 s, generation <= 2x the floor
 TARGET_STEP_S = 3.0
 TARGET_GEN_OVER_FLOOR = 2.0
 

@@ -30,7 +30,7 @@ HERE = Path(__file__).parent
 LIMIT_S = 15.0
 #: a fresh ``fspo-verl validate`` process, imports included. A bound against a validate that does real work
 #: (starts Ray, loads a model, reads a dataset in full), not a speed target: importing verl and torch alone
-#: took 15-16 CPU s on one session's 2-core machine (2026-12-02), where the previous session's took far less,
+#: took 15-16 CPU s on a 2-core VM (2026-12-02), where an earlier VM took far less,
 #: so a 15-s limit failed on the machine, not on the code.
 FRESH_PROCESS_CPU_LIMIT_S = 60.0
 BY_NAME = {row.name: row for row in CORPUS}

@@ -24,7 +24,7 @@ SUBMIT = REPO / "recipes" / "ray_job_submit.sh"
 VENV_BIN = Path(sys.executable).parent
 #: wheel build + runtime_env virtualenv + verl start-up on 2 nodes + a few tiny steps, on 2 shared cores
 JOB_TIMEOUT_S = 600
-#: the issue's bound: a lost node fails the job within this, no hang
+#: our bound: a lost node fails the job within this, no hang
 LOST_NODE_TIMEOUT_S = 120
 #: our choice: small enough that 2 steps take seconds (the model has 75K parameters), batch divisible by 2 workers
 LEAN = [
