@@ -73,11 +73,23 @@ def demo_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built_demo_cache(demo_cache) -> Path:
     """``demo_cache`` with the assets built, here in the test process: a test that launches jobs (Ray, SLURM,
-    submitit, a sweep) asks for this, so that no job's own time limit has to cover the supervised passes."""
-    from fspo_verl.demo import ensure_assets
+    submitit, a sweep) asks for this, so that no job's own time limit has to cover the supervised passes.
 
-    ensure_assets(demo_cache)
+    The assets are built lazily per key (``fspo_verl.demo.DemoAssets``), so each task the jobs use is read here:
+    countdown (the default data preset) and next_digit (``data=synthetic_cpu``, the lean jobs). checksum is built
+    by its own tests only."""
+    from fspo_verl.demo import TASKS, ensure_assets
+
+    assets = ensure_assets(demo_cache)
+    for task in JOB_TASKS:
+        model_key, prefix, _ = TASKS[task]
+        for key in (model_key, f"{prefix}train_files", f"{prefix}val_files"):
+            assert Path(assets[key]).exists(), key
     return demo_cache
+
+
+#: the demo tasks whose assets the job-launching tests use
+JOB_TASKS = ("countdown", "next_digit")
 
 
 @pytest.fixture(autouse=True)

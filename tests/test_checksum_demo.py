@@ -96,3 +96,18 @@ def test_the_warm_start_knows_the_task_and_leaves_room_for_rl(demo_cache):
     bins = torch.tensor(_bins([n + 3 for n in counts]))  # (64,)
     shares = [float(complete[bins == b].mean()) for b in range(len(EDGES) + 1)]
     assert min(shares) > 0.4, shares
+
+
+def test_the_checksum_warm_start_runs_on_one_thread_and_restores_the_count(monkeypatch, tmp_path):
+    """On a 2-core machine with one core busy, two torch threads wait on each other; the checksum pass uses one.
+    countdown keeps torch's default (its cached weights stay the same), and the count is restored after."""
+    from fspo_verl.demo import model as demo_model
+    from fspo_verl.demo import warm_start
+
+    seen: list[int] = []
+    monkeypatch.setattr(warm_start, "supervised_pass", lambda *args, **kwargs: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(demo_model, "save_model", lambda model, tokenizer, out: str(out))
+    before = torch.get_num_threads()
+    warm_start.write_warm_model(tmp_path, task="checksum")
+    warm_start.write_warm_model(tmp_path, task="countdown")
+    assert seen == [1, before] and torch.get_num_threads() == before

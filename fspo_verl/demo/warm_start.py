@@ -236,14 +236,29 @@ def sampled_reward(
     return sum(scores) / len(scores), [len(ids) for ids, _ in out]
 
 
+#: tasks whose supervised pass runs on one torch thread. On a 2-core machine where another process keeps a core
+#: busy, torch's two OpenMP threads wait on each other at every op: a checksum build was measured 25x slower with
+#: two threads than with one on such a machine. countdown and next_digit keep torch's default, so that their
+#: cached weights, and every figure measured with them, stay as they are.
+ONE_THREAD_TASKS = frozenset({"checksum"})
+
+
 def write_warm_model(out_dir: Path, seed: int = 0, task: str = "countdown") -> str:
     """Build the demo model from ``seed``, run ``task``'s supervised pass and save model and tokenizer in
     ``out_dir``."""
+    import torch
+
     from fspo_verl.demo.model import build_model, build_tokenizer, save_model
 
     if task not in TASKS:
         raise ValueError(f"write_warm_model: task={task!r} is not a demo task; use one of {tuple(TASKS)}")
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed)
-    supervised_pass(model, tokenizer, **TASKS[task])
+    threads = torch.get_num_threads()
+    if task in ONE_THREAD_TASKS:
+        torch.set_num_threads(1)
+    try:
+        supervised_pass(model, tokenizer, **TASKS[task])
+    finally:
+        torch.set_num_threads(threads)
     return save_model(model, tokenizer, out_dir)
