@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fspo_verl.diagnostics.plotting import pyplot, save_figure
-from fspo_verl.diagnostics.run_log import Run, keys, read_run, series
+from fspo_verl.diagnostics.run_log import Run, finite, keys, read_run, series
 
 REWARD_KEYS = ("pods/reward_mean_before", "critic/score/mean")
 LENGTH_KEYS = ("pods/response_length_before", "response_length/mean")
@@ -118,7 +118,7 @@ def _window(values: list[float], last: bool) -> float:
 
 
 def _mean_or_none(values: list[float]) -> float | None:
-    values = [v for v in values if math.isfinite(v)]
+    values = finite(values)
     return sum(values) / len(values) if values else None
 
 
@@ -171,16 +171,18 @@ def summarize_run(run_dir: str | Path) -> tuple[RunSummary, Run]:
     _, entropy = series(run, "actor/entropy")
     _, grad = series(run, "actor/grad_norm")
     grad = [g for g in grad if math.isfinite(g)]
+    reward_early, reward_late = _window(reward, last=False), _window(reward, last=True)
+    length_early, length_late = _window(length, last=False), _window(length, last=True)
     summary = RunSummary(
         path=str(run_dir),
         steps=len(steps),
         updates=len(steps) * updates_per_step(config),
-        reward_early=_window(reward, last=False),
-        reward_late=_window(reward, last=True),
-        reward_gain=_window(reward, last=True) - _window(reward, last=False),
-        length_early=_window(length, last=False),
-        length_late=_window(length, last=True),
-        length_growth=_window(length, last=True) - _window(length, last=False),
+        reward_early=reward_early,
+        reward_late=reward_late,
+        reward_gain=reward_late - reward_early,
+        length_early=length_early,
+        length_late=length_late,
+        length_growth=length_late - length_early,
         val_first=val[0] if val else None,
         val_last=val[-1] if len(val_steps) > 1 else None,
         wall_s=sum(step_time),
@@ -245,11 +247,7 @@ def summarize_claim(claim: str, runs_root: str | Path, variants: list[str]) -> t
         pairs_by_variant[variant] = pairs
         for phase in PHASES:
             stats[variant][f"phase_{phase}_s"] = stat([r.phase_s.get(phase) for r in runs])
-        out["variants"][variant] = {
-            "seeds": len(runs),
-            "stats": {k: asdict(v) for k, v in stats[variant].items()},
-            "runs": [asdict(r) for r in runs],
-        }
+        out["variants"][variant] = {"seeds": len(runs), "stats": {k: asdict(v) for k, v in stats[variant].items()}}
     budget = min(s["wall_s"].mean for s in stats.values() if s["wall_s"].mean is not None)
     out["budget_s"] = budget
     for variant, pairs in pairs_by_variant.items():
@@ -315,9 +313,7 @@ def _verdict(claim: str, stats: dict[str, dict[str, Stat]], variants: list[str])
                 "the claim is about cutting its growth"), **_length_cut(stats, others)}
     else:
         main = "opo" if "opo" in others else others[0]
-        for v in [main] + [o for o in others if o != main]:
-            if v == main:
-                continue
+        for v in (o for o in others if o != main):
             tests[f"{main} ppo_kl vs {v} (lower is better)"] = compare(
                 stats[main]["ppo_kl"], stats[v]["ppo_kl"], higher_is_better=False
             )
