@@ -26,7 +26,7 @@ test: setup
 	$(PYTEST_CMD) $(PYTEST_ARGS)
 
 # The CPU demo: FSPO on the countdown task with a tiny local model and verl's real V1 trainer (40 steps;
-# about 3 min on an otherwise idle 2-core machine with a warm asset cache, median step ~3 s; see README).
+# about 3 min on an otherwise idle 2-core machine with a warm asset cache, median step ~3 s; see docs/cpu-demo.md).
 # Run it again to resume from its last checkpoint. DEMO_ARGS takes any override, e.g. algorithm=sspo.
 DEMO_ARGS ?=
 demo: setup

@@ -106,7 +106,7 @@ def _root(n: int, keep, batch: int, sampler: bool = True, mode: str = "sync", sy
 
 @pytest.mark.parametrize("root, prompts_per_update, want", [
     (_root(64, 16, 256), 64, 16),  # gsm8k + pods: 64 x 16 / 64
-    (_root(16, 4, 64), 16, 4),  # the README's worked example, four updates per step
+    (_root(16, 4, 64), 16, 4),  # docs/downsampling.md's worked example, four updates per step
     (_root(16, 4, 64), 64, 16),  # ... one update per step
     (_root(16, 6, 16), 8, 3),  # 8 x 6 / 16 = 3: 3 x 16 = 48 divides 16 x 6 = 96
     (_root(16, 5, 16), 8, 1),  # 8 x 5 / 16 = 2.5 fits no step of 80 samples; nearest that does: 1 (5 updates of 16)

@@ -26,7 +26,7 @@ of either layout as its unbound per-row tensors (``is_nested`` and the same per-
 
 A test writes the same trajectories both ways into a real TransferQueue and compares everything a read
 returns (fields, types, values) and the controller's field schema and tags. On one demo step's 256
-trajectories the write costs 0.27x verl's (``benchmarks/bench_worker_overhead.py``, README).
+trajectories the write costs 0.27x verl's (``benchmarks/bench_worker_overhead.py``, benchmarks/README.md).
 Other storage backends keep verl's TensorDict (:func:`storage_columns_apply`).
 """
 

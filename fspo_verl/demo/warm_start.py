@@ -16,7 +16,7 @@ Examples draw N uniformly (not log-uniformly as the task does): the word k appea
 N > k, so the high numbers, which only long answers visit, need the longer answers to be learnt at all.
 
 SFT_STEPS, SFT_LR and SFT_LABEL_SMOOTHING are our choice (about 20 s on 2 cores); the sampled start and the
-greedy accuracy they give are in the README.
+greedy accuracy they give are in docs/cpu-demo.md.
 
 ``next_digit`` (data=synthetic_cpu) gets its own model, the same architecture and tokenizer. The countdown model
 has never seen a digit: its mean next_digit reward is about 0.005, near a randomly initialised model's 0.002
