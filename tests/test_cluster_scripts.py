@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 
 from fspo_verl.checks import run_checks
 from fspo_verl.launch import compose
+from validate_server import serving
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -30,6 +32,21 @@ CLUSTER_ENV = ("NNODES", "GPUS_PER_NODE", "RAY_ADDRESS", "FSPO_VERL_PIP", "FSPO_
                "SLURM_JOB_ID", "SLURM_CPUS_ON_NODE", "CPUS_PER_NODE", "RAY_HEAD_IP", "RAY_START_ARGS")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _validate_served():
+    """The scripts' `fspo-verl validate` calls run in this process (tests/validate_server.py): one import of verl
+    for the module instead of one per call."""
+    global _SERVED_BIN, _SERVED
+    with tempfile.TemporaryDirectory(prefix="fv-") as short, serving(Path(short)) as (bin_dir, served):
+        _SERVED_BIN, _SERVED = bin_dir, served
+        yield
+        _SERVED_BIN = None
+
+
+_SERVED_BIN: Path | None = None
+_SERVED: list[list[str]] = []
+
+
 @pytest.fixture(autouse=True)
 def _files_live_on_the_cluster(monkeypatch):
     """The recipes name the cluster's data files, which this test machine does not have: validate as a submission script does (absent paths warn; fspo_verl.preflight.locality)."""
@@ -40,6 +57,8 @@ def _files_live_on_the_cluster(monkeypatch):
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CLUSTER_ENV}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if _SERVED_BIN is not None:
+        env["PATH"] = f"{_SERVED_BIN}{os.pathsep}{env['PATH']}"
     env.update(extra)
     return env
 
@@ -79,8 +98,10 @@ def test_every_recipe_validates(script, tmp_path, built_demo_cache):
     # cpu_demo.sh and compare_cpu.sh resolve their local assets (tiny model, task parquet) in FSPO_VERL_CACHE, the
     # session's (tests/conftest.py), built before: the subprocess's time limit does not cover the supervised passes
     # SEEDS=1: the comparison recipes' seeds change data.seed only; one seed checks every variant's config
+    before = len(_SERVED)
     proc = _sh(script, FSPO_VERL_COMMAND="validate", OUT=str(tmp_path / "out"), SEEDS="1")  # the comparisons write in OUT
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(_SERVED) == before + 1 and _SERVED[-1][0] == "validate", _SERVED[before:]  # the real checks ran
     assert "fspo-verl validate: OK" in proc.stderr
 
 

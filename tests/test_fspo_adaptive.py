@@ -18,7 +18,7 @@ import pytest
 import torch
 from _batches import padded_batch
 from conftest import FSPO_TARGET, actor_config
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
@@ -271,7 +271,7 @@ _RANK_SCRIPT = textwrap.dedent(
     rank, store = int(sys.argv[1]), sys.argv[2]
     dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=2)
     s = SpreadSettings(edges=(8, 32), target_rate=0.1, c_low=0.01, c_high=0.01, memory=512.0, prior_seqs=16.0,
-                       tol=0.0, sync_ranks=True)
+                       tol=0.0, sync_ranks=True, rate_gain=0.2)
     gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data
     est = LengthSpreadEstimator(s)
     for _ in range(2):
@@ -297,7 +297,8 @@ def test_two_gloo_ranks_hold_the_same_band_as_one_process_with_all_the_data(tmp_
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert outs[0] == outs[1]
     # the same updates, summed over both ranks, in one process without a process group
-    s = SpreadSettings(edges=(8, 32), target_rate=0.1, c_low=0.01, c_high=0.01, memory=512.0, prior_seqs=16.0, tol=0.0, sync_ranks=True)
+    s = SpreadSettings(edges=(8, 32), target_rate=0.1, c_low=0.01, c_high=0.01, memory=512.0, prior_seqs=16.0, tol=0.0, sync_ranks=True,
+                       rate_gain=0.2)
     gens = [torch.Generator().manual_seed(100 + r) for r in range(2)]
     est = LengthSpreadEstimator(s)
     for _ in range(2):
@@ -307,13 +308,15 @@ def test_two_gloo_ranks_hold_the_same_band_as_one_process_with_all_the_data(tmp_
             parts.append((lengths, (0.01 + 0.01 * rank) * lengths * torch.randn(64, generator=gen, dtype=torch.float64)))
         lengths, centred = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         est.update(lengths, centred, lengths > 0)
+    assert any(est.log_scale)  # the rate tracker moved, from the clip counts of both ranks
     assert outs[0] == pytest.approx(est.half_widths(torch.tensor([4.0, 16.0, 60.0], dtype=torch.float64))[0].tolist(), rel=1e-12)
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
     [("fspo_target_clip_rate", 0.0), ("fspo_target_clip_rate", 1.0), ("fspo_adaptive_memory", 0.0),
-     ("fspo_adaptive_prior_seqs", -1.0), ("fspo_adaptive_onpolicy_tol", float("nan")), ("fspo_adaptive_sync_ranks", "yes")],
+     ("fspo_adaptive_prior_seqs", -1.0), ("fspo_adaptive_onpolicy_tol", float("nan")), ("fspo_adaptive_sync_ranks", "yes"),
+     ("fspo_adaptive_rate_gain", -0.1)],
 )  # fmt: skip
 def test_bad_settings_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"actor_rollout_ref.actor.policy_loss.{key}="):
@@ -326,3 +329,64 @@ def test_prior_exponent_sets_the_band_before_data_and_the_ridge_target():
     torch.testing.assert_close(est.half_widths(probe)[0], 0.01 * probe.pow(0.8), rtol=1e-12, atol=0)  # c_low*L^beta0
     feed(est, [20, 30, 25], [0.05, -0.02, 0.03])  # one bin: alpha is not identified, the ridge gives 2*beta0
     assert est.fit()[1] == pytest.approx(1.6)
+
+
+def test_rate_tracker_hand_computed_step():
+    """Before any data the band is the prior c_low*sqrt(L): 0.02 at L=4 (bin 0), 0.04 at L=16 (bin 1). Bin 0 gets
+    4 sequences, one outside (0.03 > 0.02); bin 1 gets 2, one outside (0.05 > 0.04). With p = 0.1, eta = 0.5:
+        s_0 = 0.5 * (1 - 0.1*4) / max(0.1*4, 1) = 0.3,   s_1 = 0.5 * (1 - 0.1*2) / max(0.1*2, 1) = 0.4
+    and the band is the second-moment band (eta = 0, the same data) times exp(s_k)."""
+    lengths, centred = [4, 4, 4, 4, 16, 16], [0.03, 0.0, 0.0, 0.0, 0.05, 0.0]
+    tracked = LengthSpreadEstimator(settings_for(rate_gain=0.5, tol=1e-9))
+    plain = LengthSpreadEstimator(settings_for())
+    assert feed(tracked, lengths, centred) and feed(plain, lengths, centred)
+    assert tracked.log_scale == pytest.approx([0.3, 0.4], abs=1e-12)
+    assert plain.log_scale == [0.0, 0.0]
+    probe = torch.tensor([3.0, 10.0], dtype=torch.float64)
+    ratio = tracked.half_widths(probe)[0] / plain.half_widths(probe)[0]
+    torch.testing.assert_close(ratio, torch.tensor([math.exp(0.3), math.exp(0.4)], dtype=torch.float64), rtol=1e-12, atol=0)
+    # an update at exactly the target rate (1 of 10 outside) leaves s_k where it was; an on-policy one too
+    before = list(tracked.log_scale)
+    low = float(tracked.half_widths(torch.tensor([4.0], dtype=torch.float64))[0][0])
+    feed(tracked, [4] * 10, [low * 1.5] + [0.0] * 9)
+    assert tracked.log_scale[0] == pytest.approx(before[0], abs=1e-12)
+    assert not feed(tracked, [4, 16], [0.0, 0.0]) and tracked.log_scale[0] == pytest.approx(before[0], abs=1e-12)
+
+
+def _slips(n, gen, slip_sd=0.05):
+    """Heavy tails whose shape changes with length: a sequence has ~Poisson(L/32) slips of N(0, slip_sd^2) each on
+    top of a Gaussian floor N(0, 1e-6 L). A short answer's S is ~0 with a rare large value, a long one's sums many."""
+    lengths = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(math.log(2), math.log(512), generator=gen)).round()
+    slips = torch.poisson(lengths / 32.0, generator=gen)
+    seq = slips.sqrt() * slip_sd * torch.randn(n, generator=gen, dtype=torch.float64)
+    return lengths, seq + 1e-3 * lengths.sqrt() * torch.randn(n, generator=gen, dtype=torch.float64)
+
+
+@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.generate])  # each example is a few seconds: no shrinking
+@given(seed=st.integers(0, 2**16))
+def test_rate_tracker_clips_every_bin_at_the_target_when_the_shape_changes_with_length(seed):
+    """S | L far from Gaussian, its shape changing with L: the second-moment band alone clips the bins unequally
+    and off the target; with the tracker (150 updates of 512 sequences) each bin clips at the target within
+    binomial noise on fresh draws."""
+    edges, target = (8, 16, 32, 64, 128, 256), 0.2
+    gen = torch.Generator().manual_seed(seed)
+    kw = {"edges": edges, "target_rate": target, "prior_seqs": 64.0, "memory": 4096.0, "c_low": 1e-3, "c_high": 1e-3}
+    tracked, plain = LengthSpreadEstimator(settings_for(rate_gain=0.1, **kw)), LengthSpreadEstimator(settings_for(**kw))
+    for _ in range(150):
+        lengths, seq = _slips(512, gen)
+        feed(tracked, lengths, seq)
+        feed(plain, lengths, seq)
+    lengths, seq = _slips(20000, gen)
+    idx = torch.bucketize(lengths, torch.tensor(edges, dtype=torch.float64))
+    low, high = plain.half_widths(lengths)
+    n, c = _rates_per_bin(seq, -low, high, idx, len(edges) + 1)
+    unequal = _max_z(n, c)
+    assert unequal > 8.0, (c / n).tolist()  # the second moment alone: the short answers clip far less
+    low, high = tracked.half_widths(lengths)
+    n, c = _rates_per_bin(seq, -low, high, idx, len(edges) + 1)
+    rates = (c / n)[n >= 200]
+    # every bin within +-30% of the target (the tracker's own noise, a few percent of the band, adds to the fresh
+    # draws' binomial noise of ~0.008), and far more alike than without the tracker
+    assert float((rates - target).abs().max()) <= 0.3 * target, rates.tolist()
+    assert _max_z(n, c) < unequal / 2, rates.tolist()

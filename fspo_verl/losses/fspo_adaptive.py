@@ -7,7 +7,8 @@ the half-width from the measured spread of S_i at each length, so that every len
     S_i   = sum_t d_{i,t},   e_i = S_i - L_i*mu                 (mu as fspo_drift: 0, or the detached token mean)
     v(L)  = fitted E[e^2 | L]  (fspo_verl.losses.length_spread: running per-bin second moments, a*L^alpha
             fit with shrunk per-bin residuals, FSPO's band as the prior)
-    lo_i  = L_i*mu - z*sqrt(v(L_i)),   hi_i = L_i*mu + kappa*z*sqrt(v(L_i))
+    s_k   = per-bin log-scale from the band's own clip counts (a rate tracker; 0 with fspo_adaptive_rate_gain=0)
+    lo_i  = L_i*mu - z*exp(s_k)*sqrt(v(L_i)),   hi_i = L_i*mu + kappa*z*exp(s_k)*sqrt(v(L_i))
             z: Phi(-z) + Phi(-kappa*z) = p,  kappa = c_high/c_low
     l_i   = max(-A_i*exp(S_i), -A_i*exp(clip(S_i, lo_i, hi_i))), then verl's dual clip (as ``fspo``)
 
@@ -19,13 +20,15 @@ The statistics are updated with this micro-batch (detached) before its band is f
 
 Flags (``actor_rollout_ref.actor.policy_loss.*``, ``fspo_verl.config.FSPOPolicyLossConfig``): loss_mode=
 fspo_adaptive, fspo_target_clip_rate, fspo_c_low/fspo_c_high (the prior band and kappa), fspo_drift,
-fspo_adaptive_memory, fspo_adaptive_prior_seqs, fspo_adaptive_prior_exponent, fspo_adaptive_onpolicy_tol,
+fspo_adaptive_memory, fspo_adaptive_prior_seqs, fspo_adaptive_prior_exponent, fspo_adaptive_rate_gain,
+fspo_adaptive_onpolicy_tol,
 fspo_adaptive_sync_ranks,
 length_bins (also the estimator's bins).
 
 Metrics: those of ``fspo`` under ``actor/fspo_adaptive/`` (seqs_len_*, clipped_len_*), and
     actor/fspo_adaptive/alpha        fitted length exponent of Var(S | L) (1 = FSPO's premise; 2*beta0 before data)
     actor/fspo_adaptive/stat_seqs    sequences in the running statistics (0 until the first off-policy update)
+    actor/fspo_adaptive/scale_log_absmax   max over bins of |s_k|, the rate tracker's largest correction (log)
 """
 
 from __future__ import annotations
@@ -75,4 +78,5 @@ def compute_policy_loss_fspo_adaptive(
     _, alpha, _, _ = estimator.fit()
     metrics[f"{PREFIX}/alpha"] = alpha
     metrics[f"{PREFIX}/stat_seqs"] = sum(row[0] for row in estimator.stats)
+    metrics[f"{PREFIX}/scale_log_absmax"] = max(abs(s) for s in estimator.log_scale)
     return loss, metrics

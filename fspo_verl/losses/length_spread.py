@@ -18,7 +18,10 @@ every length:
     residual  r_k = n_k/(n_k + n0) * (y_k - b - alpha*x_k)                       (0 for a bin without data)
     log v(L)  = N/(N + n0) * (b + alpha*log L + r_k(L)) + n0/(N + n0) * log v0(L),   N = sum_k n_k
     v0(L)     = (c_low / z)^2 * L^(2*beta0)                    the prior: FSPO's sqrt(L) band itself at beta0 = 1/2
-    lo_i      = L_i*mu - z * sqrt(v(L_i)),   hi_i = L_i*mu + kappa * z * sqrt(v(L_i))
+    s_k       <- s_k + eta * (c_k - p*n'_k) / max(p*n'_k, 1)  per update with spread, clamped to [-3, 3]
+              (n'_k sequences of bin k in the update, c_k of them outside the band before the update; s_k = 0 at
+              first, eta = ``fspo_adaptive_rate_gain``; a Robbins-Monro step whose fixed point is rate p in bin k)
+    lo_i      = L_i*mu - z * exp(s_k) * sqrt(v(L_i)),   hi_i = L_i*mu + kappa * z * exp(s_k) * sqrt(v(L_i))
     z solves  Phi(-z) + Phi(-kappa*z) = p,  kappa = c_high / c_low
 
 Why this estimator:
@@ -32,6 +35,12 @@ Why this estimator:
   data cannot identify it (one bin with data).
 - The quantile z of a Gaussian with the same second moment gives rate p in every bin when S | L is Gaussian
   (the CLT's premise); with heavier tails the rate differs from p but alike in every bin with the same shape.
+  Real log-ratios are not Gaussian and their shape changes with length (on the countdown task a short answer's
+  S is mostly ~0 with a rare large slip, a long one's sums many slips): the second moment then sets a band too
+  wide for short answers and too narrow for long ones. The per-bin scale s_k corrects that from the band's own
+  clip counts: the step is linear in c_k, so its mean is 0 exactly when bin k clips at p, whatever the shape of
+  S | L (a stochastic-approximation quantile tracker, Robbins and Monro 1951). Counts are sums, all-reduced
+  with the moments, so every rank holds the same s_k. eta = 0 gives the second-moment band alone.
 - With Var(S | L) = sigma^2 * L the fit is b = log sigma^2, alpha = 1, r_k = 0, so the band is
   (z*sigma, kappa*z*sigma) * sqrt(L): FSPO's band at the constants ``fspo-verl fairness calibrate`` suggests
   for the target p (``fspo_verl.diagnostics.calibration.suggest_fspo_constants`` with mu = 0).
@@ -61,6 +70,9 @@ from fspo_verl.diagnostics.length_bins import bin_index
 #: alpha is clamped to this range (our choice: a spread shrinking with length or growing faster than L^4 is
 #: not a length law we trust to extrapolate)
 ALPHA_RANGE = (0.0, 4.0)
+#: the tracker's log-scale per bin stays within +-this, and one update moves it by at most RATE_STEP_MAX (our
+#: choice: a factor e^3 = 20 either way is beyond any correction the second-moment band needed in our runs)
+LOG_SCALE_MAX, RATE_STEP_MAX = 3.0, 0.5
 #: fixed-point passes of the fit with the within-bin length correction (alpha moves < 1e-3 after 3 on our tests)
 _JENSEN_ITERATIONS = 4
 
@@ -78,6 +90,7 @@ class SpreadSettings:
     tol: float
     sync_ranks: bool
     prior_exponent: float = 0.5
+    rate_gain: float = 0.0  # eta of the per-bin rate tracker; 0 = the second-moment band alone
 
     @classmethod
     def from_config(cls, hp) -> SpreadSettings:
@@ -91,6 +104,7 @@ class SpreadSettings:
             tol=float(hp.fspo_adaptive_onpolicy_tol),
             sync_ranks=bool(hp.fspo_adaptive_sync_ranks),
             prior_exponent=float(hp.fspo_adaptive_prior_exponent),
+            rate_gain=float(hp.fspo_adaptive_rate_gain),
         )
 
     @property
@@ -106,6 +120,7 @@ class LengthSpreadEstimator:
         self.z = tail_quantile(settings.target_rate, settings.kappa)
         # per bin k, [n_k, l_k (sum of log L), sum of (log L)^2, q_k (sum of e^2)] as Python floats (K+1 is small)
         self.stats = [[0.0, 0.0, 0.0, 0.0] for _ in range(len(settings.edges) + 1)]
+        self.log_scale = [0.0] * (len(settings.edges) + 1)  # s_k of the rate tracker
         self.updates = 0  # updates that changed the statistics
         self._fit: tuple[float, float, list[float], float] | None = None  # cached until the next update
 
@@ -118,20 +133,30 @@ class LengthSpreadEstimator:
         The on-policy test: sqrt(sum_i e_i^2 / sum_i L_i), the per-token scale under the CLT, below ``tol``.
         """
         with torch.no_grad():
+            low, high = self.half_widths(lengths)  # (bs,) each: the band before this update, for the rate tracker
+            outside = (centred < -low) | (centred > high)  # (bs,) bool
             w = valid.to(torch.float64)  # (bs,)
             len64 = lengths.to(torch.float64)  # (bs,)
             log_len = len64.clamp(min=1.0).log()  # (bs,)
-            values = torch.stack([w, w * log_len, w * log_len.square(), w * centred.to(torch.float64).square(), w * len64], dim=-1)  # (bs, 5)
-            local = torch.zeros(len(self.settings.edges) + 1, 5, dtype=torch.float64, device=lengths.device)  # (K+1, 5)
+            values = torch.stack([w, w * log_len, w * log_len.square(), w * centred.to(torch.float64).square(), w * len64,
+                                  w * outside.to(torch.float64)], dim=-1)  # (bs, 6)
+            local = torch.zeros(len(self.settings.edges) + 1, 6, dtype=torch.float64, device=lengths.device)  # (K+1, 6)
             local.index_add_(0, bin_index(lengths, self.settings.edges), values)
             if self.settings.sync_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(local)
-            rows = local.cpu().tolist()  # K+1 rows of [n, sum log L, sum (log L)^2, sum e^2, sum L]
+            rows = local.cpu().tolist()  # K+1 rows of [n, sum log L, sum (log L)^2, sum e^2, sum L, outside the band]
         tokens, sum_sq = sum(r[4] for r in rows), sum(r[3] for r in rows)
         if tokens <= 0 or math.sqrt(sum_sq / tokens) < self.settings.tol:
             return False  # on-policy (S_i = 0) or empty: keep the previous estimate / the prior
         decay = math.exp(-sum(r[0] for r in rows) / self.settings.memory)
         self.stats = [[decay * old + new for old, new in zip(kept, row[:4])] for kept, row in zip(self.stats, rows)]
+        if self.settings.rate_gain > 0:
+            p = self.settings.target_rate
+            for k, row in enumerate(rows):
+                if row[0] > 0:
+                    step = self.settings.rate_gain * (row[5] - p * row[0]) / max(p * row[0], 1.0)
+                    step = min(max(step, -RATE_STEP_MAX), RATE_STEP_MAX)
+                    self.log_scale[k] = min(max(self.log_scale[k] + step, -LOG_SCALE_MAX), LOG_SCALE_MAX)
         self.updates += 1
         self._fit = None
         return True
@@ -177,6 +202,9 @@ class LengthSpreadEstimator:
         if weight > 0:
             r = torch.tensor(residual, dtype=lengths.dtype, device=lengths.device)[bin_index(lengths, self.settings.edges)]  # (bs,)
             log_v = weight * (b + alpha * log_len + r) + (1.0 - weight) * log_v  # (bs,)
+        if any(self.log_scale):
+            log_v = log_v + 2.0 * torch.tensor(self.log_scale, dtype=lengths.dtype, device=lengths.device)[
+                bin_index(lengths, self.settings.edges)]  # (bs,) the tracker's per-bin scale exp(s_k), squared
         low = self.z * (0.5 * log_v).exp()  # (bs,)
         return low, self.settings.kappa * low  # (bs,), (bs,)
 
