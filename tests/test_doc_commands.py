@@ -4,7 +4,8 @@ composes and passes the driver checks, as ``fspo-verl validate`` runs them (one 
 Where the commands are read: fenced code blocks, 4-space indented blocks and inline code spans. A command
 whose trailing ``#`` comment says ``needs`` (weights, data: files a user has and the test cannot) is checked
 with ``FSPO_VERL_FILES_ELSEWHERE=1``: composition and every check but "does not exist". A ``-m`` sweep is
-expanded into its jobs as ``fspo-verl train -m`` would launch them. ``...`` stands for "your other
+expanded into its jobs as ``fspo-verl train -m`` would launch them, of which those that together hold every
+swept value are checked. ``...`` stands for "your other
 overrides" and ``key=<...>`` for a value of your choice; both are dropped here. Commands that are
 not a configuration (``--help``, ``-sc install=bash``, ``--cfg``'s printing flags are dropped) are listed in
 NOT_A_CONFIG, so a new one cannot hide there silently.
@@ -83,6 +84,18 @@ def to_overrides(line: str) -> tuple[list[str] | None, bool]:
     return out, elsewhere
 
 
+def covering(jobs: list[list[str]]) -> list[list[str]]:
+    """The jobs of a sweep that together hold every swept value at least once (a sweep's jobs differ only in
+    them): ``a=1,2,3 b=x,y`` checks 3 jobs, not 6."""
+    seen: set[str] = set()
+    kept = []
+    for job in jobs:
+        if not set(job) <= seen:
+            kept.append(job)
+            seen |= set(job)
+    return kept
+
+
 COMMANDS = doc_commands()
 
 
@@ -91,6 +104,11 @@ def test_the_docs_show_commands():
     where = {w for w, _ in COMMANDS}
     assert "README.md" in where and "docs/cli.md" in where and "docs/length-fairness.md" in where, where
     assert len(COMMANDS) >= 20, COMMANDS
+
+
+def test_a_sweep_is_covered_by_one_job_per_value():
+    jobs = [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"], ["a=3", "b=x"], ["a=3", "b=y"]]
+    assert covering(jobs) == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=3", "b=x"]]
 
 
 def test_extraction_joins_continuations_and_reads_marks():
@@ -119,7 +137,7 @@ def test_every_doc_command_validates(monkeypatch):
             monkeypatch.delenv("FSPO_VERL_FILES_ELSEWHERE", raising=False)
         sweep = any(flag in overrides for flag in MULTIRUN_FLAGS)
         plain = [o for o in overrides if o not in MULTIRUN_FLAGS]
-        for job in sweep_jobs(plain) if sweep else [plain]:
+        for job in covering(sweep_jobs(plain)) if sweep else [plain]:
             checked += 1
             resolved, found = validate(job)
             if resolved is None:
