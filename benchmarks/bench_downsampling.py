@@ -17,7 +17,11 @@ import time
 
 import torch
 
-from fspo_verl.downsampling import DOWNSAMPLERS, max_variance_per_group_loop, select_max_variance
+from fspo_verl.downsampling.rules import (
+    DOWNSAMPLERS,
+    max_variance_per_group_loop,
+    select_max_variance,
+)
 
 
 def _best_of(fn, repeats: int) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fspo_verl import downsampling as ds
-from fspo_verl.downsampling import (
+from fspo_verl.downsampling.rules import (
     DOWNSAMPLERS,
     get_downsampler,
     max_variance_per_group_loop,

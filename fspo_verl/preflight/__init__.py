@@ -1,6 +1,6 @@
 """Pre-flight checks: everything a run depends on, looked up in the driver before Ray starts.
 
-Each module is one mechanism and registers its check into :mod:`fspo_verl.checks` on import, so
+Each module is one mechanism and registers its check into :mod:`fspo_verl.preflight.registry` on import, so
 ``fspo-verl validate`` and ``fspo-verl train`` run them through ``run_checks(config)``:
 
 - :mod:`.sections`     build verl's config dataclass of every section the workers build, as they build it
@@ -24,6 +24,15 @@ No check starts Ray, reads a whole data file, or touches the network.
 
 from __future__ import annotations
 
-from fspo_verl.preflight import checkpoints, data_files, model_files, names, places, resolution, sections, values  # noqa: F401 - registers
+from fspo_verl.preflight import (  # noqa: F401 - registers
+    checkpoints,
+    data_files,
+    model_files,
+    names,
+    places,
+    resolution,
+    sections,
+    values,
+)
 
 __all__ = ["checkpoints", "data_files", "model_files", "names", "places", "resolution", "sections", "values"]

@@ -40,10 +40,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 TRACKER = "latest_checkpointed_iteration.txt"
 STEP_DIR = re.compile(r"^global_step_(\d+)$")

@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import error_text, problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 #: a Hugging Face Hub id: owner/name, nothing else (no leading ./ or /, no scheme)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

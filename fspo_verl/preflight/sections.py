@@ -30,9 +30,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.messages import closest, error_text, problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 TARGET = "_target_"
 MODEL_CONFIG_CLASS = "HFModelConfig"
