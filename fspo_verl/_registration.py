@@ -24,6 +24,7 @@ OPTIONAL_COMPONENTS: tuple[str, ...] = (
     "fspo_verl.downsampling.settings",  # ${fspo_mini_batch:P}: the data presets' mini-batch, fitted to PODS/GFPO's kept samples
     "fspo_verl.downsampling.polling",  # trainer.v1.sampler.poll_interval on every V1 replay buffer (no 2-s wait per step)
     "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
+    "fspo_verl.demo",  # ${fspo_demo_asset:KEY}: the CPU demo's model and data paths, built on first use
     "fspo_verl.diagnostics.loss_hook",  # per-length-bin clip counts for verl's built-in losses (ppo_loss lookup)
     "fspo_verl.diagnostics.fairness_number",  # per-step length-fairness numbers from those counts (Tracking.log)
 )

@@ -100,8 +100,8 @@ def test_joining_a_running_cluster_checks_its_resources_and_drops_what_ray_refus
 
 
 def test_an_unreachable_cluster_is_an_error_naming_ray_address(monkeypatch):
+    from fspo_verl.common.ray_cluster import cluster_resources
     from fspo_verl.cpu import check_for_ray
-    from fspo_verl.cpu.existing_cluster import cluster_resources
 
     cluster_resources.cache_clear()
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")  # the discard port: nothing listens

@@ -14,8 +14,10 @@ from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
 from fspo_verl.downsampling.settings import (
     DownsamplingConfigError,
-    check_downsampling_config,
     corrected_mini_batch_size,
+)
+from fspo_verl.preflight.downsampling import (
+    check_downsampling_config,
     validate_downsampling_config,
 )
 

@@ -20,7 +20,7 @@ from fspo_verl.downsampling.polling import (
     POLL_INTERVAL_KEY,
     poll_interval_error,
 )
-from fspo_verl.preflight.registry import check_poll_interval
+from fspo_verl.preflight.sampler import check_poll_interval
 
 VERL_DEFAULT_POLL_INTERVAL_S = 2.0  # ReplayBuffer.__init__'s default in verl 0.9.1
 

@@ -6,4 +6,5 @@ standard library (never another fspo_verl subpackage).
 - ``critic``: whether a config uses a critic (one answer for every check)
 - ``import_hooks``: running code when a module is first imported (how we patch verl lazily)
 - ``gc_pauses``: freezing the start-up heap out of the garbage collector
+- ``ray_cluster``: a Ray cluster that is already running (its resources, read without connecting)
 """

@@ -18,7 +18,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from fspo_verl.cpu.existing_cluster import (
+from fspo_verl.common.ray_cluster import (
     ClusterUnreachable,
     drop_local_only_ray_init,
     forward_environment,
@@ -86,7 +86,7 @@ def check_for_ray(config: DictConfig) -> dict[str, float] | None:
 
     - Ray initialized in this process: its ``ray.cluster_resources()``.
     - A running cluster to join (``RAY_ADDRESS``, a Ray job, ``ray_kwargs.ray_init.address``): its resources,
-      read without connecting (:mod:`fspo_verl.cpu.existing_cluster`); then the ``ray_kwargs.ray_init`` keys
+      read without connecting (:mod:`fspo_verl.common.ray_cluster`); then the ``ray_kwargs.ray_init`` keys
       Ray rejects when connecting (the CPU preset's ``num_cpus``/``num_gpus``) are set to null, with a note,
       and :data:`FORWARDED_ENVIRONMENT` goes into ``ray_init.runtime_env.env_vars`` (set it before calling).
     - Otherwise a new local Ray, sized by ``ray_kwargs.ray_init``.
@@ -135,11 +135,9 @@ def register() -> None:
     from fspo_verl.common.import_hooks import when_imported
     from fspo_verl.cpu.patches import install_cpu_patches
     from fspo_verl.cpu.platform import register_platform
-    from fspo_verl.demo import register_resolver
     from fspo_verl.rollout_hf.replica import load_hf_replica
 
     register_platform()
-    register_resolver()
     register_launcher_check()
     RolloutReplicaRegistry.register(HF_ROLLOUT, load_hf_replica)
     _ROLLOUT_REGISTRY[(HF_ROLLOUT, "async")] = HF_ADAPTER_PATH  # verl has no register function for adapters

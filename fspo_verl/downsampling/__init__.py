@@ -6,6 +6,12 @@
 - ``polling``: how often verl's V1 replay buffers look for finished rollouts
 """
 
-from fspo_verl.downsampling.rules import DOWNSAMPLERS, MIN_KEEP, DownsampleRule, get_downsampler, register_downsampler
+from fspo_verl.downsampling.rules import (
+    DOWNSAMPLERS,
+    MIN_KEEP,
+    DownsampleRule,
+    get_downsampler,
+    register_downsampler,
+)
 
 __all__ = ["DOWNSAMPLERS", "MIN_KEEP", "DownsampleRule", "get_downsampler", "register_downsampler"]

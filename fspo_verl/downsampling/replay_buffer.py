@@ -36,7 +36,7 @@ DAPO zero-variance filtering: verl does not pass ``algorithm.filter_groups`` to 
 ``...sampler_kwargs.train_batch_size=${data.train_batch_size}``) together with
 ``algorithm.filter_groups.enable=True``: verl's own eviction and refill then run on all n responses before
 down-sampling, which is the right order (a group whose n rewards are all equal has zero variance in every
-subset). ``check_downsampling_config`` enforces the pairing.
+subset). ``fspo_verl.preflight.downsampling`` enforces the pairing.
 
 Driver-side check: ``fspo_verl.downsampling.settings`` (no TransferQueue import), run by ``fspo-verl validate|train``.
 """

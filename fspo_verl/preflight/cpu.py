@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fspo_verl.common.config_lookup import config_value
-from fspo_verl.cpu.existing_cluster import (
+from fspo_verl.common.ray_cluster import (
     ClusterUnreachable,
     cluster_resources,
     existing_cluster_address,
@@ -68,11 +68,13 @@ def check_cpu_config(config: Any, ray_resources: dict[str, float] | None = None)
 
 def register_launcher_check() -> None:
     """Add the CPU checks to ``fspo-verl validate|train`` (``fspo_verl.preflight.registry``) for ``fspo_verl.backend=cpu``."""
-    from fspo_verl.preflight import registry as checks
+    from fspo_verl.preflight import registry
 
-    if _launcher_check in checks.CHECKS:
+    if _launcher_check in registry.CHECKS:
         return
-    checks.register_check(_launcher_check)
+    # the cross-setting, down-sampling and poll-interval checks report before this one, as they always have
+    registry.load_checks(registry.CHECK_MODULES[:3])
+    registry.register_check(_launcher_check)
 
 
 def _launcher_check(config: DictConfig):
