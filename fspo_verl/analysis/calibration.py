@@ -34,28 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fspo_verl.losses.config import FSPO_DRIFTS
+from fspo_verl.losses.normal import _density, _phi, tail_quantile
 
 #: c_high / c_low of the shipped defaults (0.0128 / 0.0096)
 DEFAULT_HIGH_TO_LOW = 0.0128 / 0.0096
-
-
-def _phi(x: float) -> float:
-    """Standard normal CDF."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def _density(x: float) -> float:
-    """Standard normal density."""
-    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def tail_quantile(rate: float, kappa: float = 1.0) -> float:
-    """z > 0 with Phi(-z) + Phi(-kappa*z) = rate (bisection; the left side falls from 1 to 0 as z grows)."""
-    lo, hi = 0.0, 40.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _phi(-mid) + _phi(-kappa * mid) > rate else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 @dataclass

@@ -50,7 +50,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fspo_verl.analysis.plotting import pyplot, save_figure
+from fspo_verl.analysis.figures import pyplot, save_figure
 from fspo_verl.analysis.run_log import Run, finite, keys, read_run, series
 
 REWARD_KEYS = ("pods/reward_mean_before", "critic/score/mean")

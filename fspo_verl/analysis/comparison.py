@@ -44,7 +44,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fspo_verl.analysis.plotting import pyplot, save_figure
+from fspo_verl.analysis.figures import pyplot, save_figure
 from fspo_verl.analysis.run_log import Run, keys, read_run, series
 from fspo_verl.diagnostics.fairness_number import step_fairness
 from fspo_verl.losses.length_bins import BIN_KEY

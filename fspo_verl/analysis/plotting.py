@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
-from fspo_verl.analysis.run_log import Run, keys, read_run, series
+from fspo_verl.analysis.figures import pyplot, save_figure
+from fspo_verl.analysis.run_log import VAL_KEY, Run, keys, read_run, series
 from fspo_verl.losses.length_bins import BIN_KEY
 
 REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
-_VAL_KEY = re.compile(r"^val-core/.+/(reward|acc)/mean@\d+$")
 
 
 def clip_rate_series(run: Run) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
@@ -88,15 +87,6 @@ def pooled_bin_rates(run: Run, prefix: str, names: list[str]) -> list[tuple[floa
     return out
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _band(ax, run: Run, base: str, color: str) -> None:
     """Shade base/min..base/max when both were logged."""
@@ -110,7 +100,7 @@ def _band(ax, run: Run, base: str, color: str) -> None:
 
 def plot_reward(run: Run, out: Path) -> Path | None:
     key = next((k for k in REWARD_KEYS if series(run, k)[0]), None)
-    val_keys = sorted(k for k in keys(run) if _VAL_KEY.match(k))
+    val_keys = sorted(k for k in keys(run) if VAL_KEY.match(k))
     if key is None and not val_keys:
         return None
     plt = pyplot()
@@ -198,15 +188,6 @@ def plot_clip_rates(run: Run, out: Path) -> Path | None:
         pooled_ax.set_ylim(bottom=0)
         pooled_ax.grid(alpha=0.3)
     return save_figure(fig, plt, out)
-
-
-def save_figure(fig, plt, out: Path) -> Path:
-    """Lay out, write ``out`` (creating its folder) and close the figure."""
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
 
 
 def plot_run(path: str | Path, out_dir: str | Path | None = None) -> dict[str, Path | None]:

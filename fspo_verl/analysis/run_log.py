@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from numbers import Real
 from pathlib import Path
+
+#: verl's validation metrics: mean reward or accuracy of each data source (``val-core/<source>/reward/mean@k``)
+VAL_KEY = re.compile(r"^val-core/.+/(reward|acc)/mean@\d+$")
 
 Run = dict[int, dict[str, float]]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fspo_verl.analysis.plotting import _VAL_KEY, pyplot, save_figure
-from fspo_verl.analysis.run_log import Run, keys, read_run, series
+from fspo_verl.analysis.figures import pyplot, save_figure
+from fspo_verl.analysis.run_log import VAL_KEY, Run, keys, read_run, series
 from fspo_verl.cli.run_dir import latest_metrics
 
 #: training metrics compared across jobs (verl's names): reward, length, clipping, entropy, loss
@@ -50,7 +50,7 @@ def _natural(path: Path) -> tuple:
 
 def compared_metrics(runs: dict[str, Run]) -> list[str]:
     logged = set().union(*(keys(run) for run in runs.values()))
-    return [k for k in COMPARED if k in logged] + sorted(k for k in logged if _VAL_KEY.match(k))
+    return [k for k in COMPARED if k in logged] + sorted(k for k in logged if VAL_KEY.match(k))
 
 
 def plot_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:

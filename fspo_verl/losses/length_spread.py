@@ -55,8 +55,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fspo_verl.analysis.calibration import tail_quantile
 from fspo_verl.losses.length_bins import bin_index
+from fspo_verl.losses.normal import tail_quantile
 
 #: alpha is clamped to this range (our choice: a spread shrinking with length or growing faster than L^4 is
 #: not a length law we trust to extrapolate)
