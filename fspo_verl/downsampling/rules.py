@@ -198,28 +198,3 @@ register_downsampler("token_efficiency")(
 
 #: minimum m each built-in rule accepts (the driver-side config check reads it); other rules default to 1
 MIN_KEEP: dict[str, int] = {"max_variance": 2}
-
-
-def max_variance_per_group_loop(rewards: torch.Tensor, m: int) -> torch.Tensor:
-    """Reference: the same max-variance selection as a Python loop over groups and k.
-
-    Written the way the PODS paper's reference trainer does it (sort one group, build every
-    "k highest + m-k lowest" candidate, take the variance of each). For tests and the benchmark only.
-
-    Args:
-        rewards: (B, n) float, all valid.
-
-    Returns:
-        (B, m) long indices, ascending within each row.
-    """
-    out = []
-    for row in rewards.to(torch.float64):  # (n,)
-        order = torch.sort(row, stable=True).indices  # (n,)
-        best, best_var = None, -1.0
-        for k in range(m + 1):
-            subset = torch.cat([order[: m - k], order[len(order) - k :]])  # (m,)
-            var = float(row[subset].var(unbiased=False))
-            if var > best_var:
-                best, best_var = subset, var
-        out.append(torch.sort(best).values)
-    return torch.stack(out)  # (B, m)
