@@ -5,7 +5,7 @@ runs ``continuous_token_builder.merge_assistant_tokens(runtime_token_ids, assist
 ``loop.run_in_executor`` and then aligns the response mask and log-probs. For verl's base
 ``ContinuousTokenBuilder`` that merge is a list concatenation (``list(runtime) + list(assistant)``), and the
 executor round trip (a submit, a thread wake-up, a GIL hand-over and a ``call_soon_threadsafe`` back) is what
-costs: py-spy put ~20% of the demo worker's GIL time in that submit, 256 times per step.
+costs, 256 times per demo step (profile in ``docs/profiles.md``).
 
 :func:`merge_inline` wraps one agent-loop instance's ``ct_merge_assistant_token``: when the instance's builder
 uses the base class's ``merge_assistant_tokens`` (no model-specific override), the merge runs in the event loop

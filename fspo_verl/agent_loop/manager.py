@@ -3,10 +3,8 @@
 verl's ``AgentLoopWorkerTQ`` (``verl/trainer/ppo/v1/agent_loop_tq.py``) runs one asyncio task per response
 and, per response, instantiates the agent loop with Hydra, makes one Ray call to the load balancer and one
 to a rollout server, makes one Ray call to a reward worker (serialising a ``DataProto``), and writes to
-TransferQueue. With a tiny model on CPU that orchestration is most of a step: py-spy on the demo's worker
-(256 responses per step) put 65% of its samples in ``_run_agent_loop``, of which Hydra's ``instantiate``
-17%, the reward call 17%, the TransferQueue write 12%, and the server call 9%; the ``hf`` servers, fed one
-request at a time, decoded each step's requests in 8-12 batches, each as long as its longest response, so
+TransferQueue. With a tiny model on CPU that orchestration is most of a step (``_run_agent_loop`` and those
+four calls, in the profiles of ``docs/profiles.md``); the ``hf`` servers, fed one request at a time, decoded each step's requests in 8-12 batches, each as long as its longest response, so
 they were busy 3.3x the time one batch per server takes (``benchmarks/bench_step_time.py``).
 
 :class:`BatchedAgentLoopManager` (``actor_rollout_ref.rollout.agent.agent_loop_manager_class``, set by

@@ -15,7 +15,7 @@ It then calls the reward function (in an executor, if the function is not a coro
 ``score`` and the extra info; a number is the score, with ``{"acc": score}`` as the extra info.
 
 On the demo's 256 trajectories per step, building and slicing that ``DataProto`` (with the deep copy that
-isolates it, as a Ray call would) was ~70% of the agent-loop worker's postprocess (cProfile).
+isolates it, as a Ray call would) is most of the agent-loop worker's postprocess (profile in ``docs/profiles.md``).
 :func:`naive_reward` computes the same result from the output and the prompt's columns. The values the
 reward function sees are those it would see through verl:
 

@@ -3,9 +3,9 @@
 verl's agent-loop worker writes each burst of trajectories with
 ``tq.async_kv_batch_put(fields=list_of_dict_to_tensordict(fields))``. With SimpleStorage (verl's default
 ``transfer_queue.backend.storage_backend``) most of that write is spent packing and unpacking, not storing.
-Measured in the demo's agent-loop worker (py-spy, 256 trajectories of 27 fields per step):
+In the demo's agent-loop worker (256 trajectories of 27 fields per step; profile in ``docs/profiles.md``):
 
-- ``list_of_dict_to_tensordict`` was 40% of the worker's busy time. It wraps each of the 17 non-tensor
+- ``list_of_dict_to_tensordict`` is the largest share of the worker's busy time. It wraps each of the 17 non-tensor
   fields in a ``NonTensorStack`` of one ``NonTensorData`` per row (~4,400 tensorclass objects per step).
 - TransferQueue then unpacks each ``NonTensorStack`` with ``tolist()`` and re-wraps the rows of each storage
   unit in a new one (``AsyncSimpleStorageManager._select_by_positions``).
