@@ -100,7 +100,12 @@ def test_the_entry_points_load():
 
 
 def test_hydra_finds_the_sweeper():
-    from hydra_plugins.fspo_verl_sweeper.checked_sweeper import CheckedSweeper
+    """``hydra/sweeper=fspo_verl``: Hydra scans the ``hydra_plugins`` namespace package for Sweeper subclasses."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    found = {f"{cls.__module__}.{cls.__qualname__}" for cls in Plugins.instance().discover(Sweeper)}
+    assert "hydra_plugins.fspo_verl_sweeper.checked_sweeper.CheckedSweeper" in found  # Hydra re-imports it: by name
 
 
 @pytest.mark.parametrize("module", ["fspo_verl.cli", "fspo_verl.diagnostics.comparison"])
