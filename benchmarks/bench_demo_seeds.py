@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from fspo_verl.diagnostics.run_log import read_run
-from fspo_verl.run_dir import latest_metrics
+from fspo_verl.analysis.run_log import read_run
+from fspo_verl.cli.run_dir import latest_metrics
 
 WINDOW = 5
 MIN_GAIN = 0.25

@@ -13,11 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from fspo_verl.downsampling import DOWNSAMPLERS, max_variance_per_group_loop, select_max_variance
+from fspo_verl.downsampling.rules import DOWNSAMPLERS, select_max_variance
+
+# the loop reference lives with the tests, which check the package against it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_impls import max_variance_per_group_loop
 
 
 def _best_of(fn, repeats: int) -> tuple[float, float]:

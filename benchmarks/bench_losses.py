@@ -38,13 +38,13 @@ import statistics
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-
 import verl  # noqa: F401  (loads the fspo_verl plugin: registers fspo, fspo_adaptive and sspo)
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.diagnostics.op_count import count_loss_ops
+from torch.profiler import ProfilerActivity, profile
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config.actor import FSDPActorConfig
+
+from fspo_verl.diagnostics.op_count import count_loss_ops
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 
 BASELINES = ("vanilla", "gspo", "geo_mean", "sapo")
 OURS = ("fspo", "fspo_adaptive", "sspo")

@@ -28,8 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fspo_verl.diagnostics.run_log import read_run
-from fspo_verl.run_dir import latest_metrics
+from fspo_verl.analysis.run_log import read_run
+from fspo_verl.cli.run_dir import latest_metrics
 
 N_PER_PROMPT = 8  # the CPU demo's rollout.n (configs/data_extras/synthetic_cpu.yaml)
 PROMPTS_PER_UPDATE = 16  # the CPU demo's ppo_mini_batch_size

@@ -2,7 +2,7 @@
 
 Runs the CPU demo for a few steps through ``fspo-verl train`` (verl's real V1 trainer; validation and
 checkpoints off), with verl's JSONL file logger and the ``hf`` rollout server's batch recorder
-(``FSPO_VERL_HF_TIMING_DIR``, see :mod:`fspo_verl.cpu.hf_server`) on. Per training step it reports
+(``FSPO_VERL_HF_TIMING_DIR``, see :mod:`fspo_verl.rollout_hf.server`) on. Per training step it reports
 
 - ``step``: verl's ``timing_s/step``;
 - ``gen``: verl's ``timing_s/gen``, from asking the replay buffer for a batch until it has one (dispatch,
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
-from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
-from fspo_verl.cpu.hf_server import TIMING_DIR_ENV
-from fspo_verl.diagnostics.run_log import read_run
-from fspo_verl.run_dir import latest_metrics
+from fspo_verl.analysis.run_log import read_run
+from fspo_verl.cli.run_dir import latest_metrics
+from fspo_verl.rollout_hf.generation import SamplingSpec, generate_batch
+from fspo_verl.rollout_hf.server import TIMING_DIR_ENV
 
 #: the demo's step targets (our choice): median demo step <= 3 s, generation <= 2x the floor
 TARGET_STEP_S = 3.0
@@ -101,7 +101,7 @@ def load_batches(timing_dir: Path) -> dict[int, dict[int, list[dict]]]:
 
 
 def model_path(overrides: list[str]) -> str:
-    from fspo_verl.launch import compose
+    from fspo_verl.cli.validate import compose
 
     return str(compose(overrides).actor_rollout_ref.model.path)
 

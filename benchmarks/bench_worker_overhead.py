@@ -5,14 +5,14 @@ pieces of its work, each timed both ways on the same inputs (best of ``--repeats
 
 - ``prompt tokens``: 256 ``ct_build_initial_tokens`` calls of verl's ``SingleTurnAgentLoop`` (the demo's
   tokenizer and prompts), all in flight together. verl's method, against the worker's ``PromptTokenCache``
-  (:mod:`fspo_verl.cpu.prompt_tokens`).
+  (:mod:`fspo_verl.agent_loop.prompt_tokens`).
 - ``reward``: ``_compute_score`` of 256 one-output trajectories with the demo's reward function. verl's
   ``AgentLoopWorker._compute_score`` (one-row ``DataProto``, ``NaiveRewardManager.run_single`` in process),
-  against ours (:mod:`fspo_verl.cpu.naive_reward`).
+  against ours (:mod:`fspo_verl.agent_loop.naive_reward`).
 - ``write``: one ``tq.async_kv_batch_put`` of the 256 trajectories' fields (27 per trajectory, as the
   worker builds them) into a real TransferQueue, SimpleStorage with two storage units, as ``cluster=cpu``
   runs it. ``fields=list_of_dict_to_tensordict(...)`` (verl), against ``StorageColumns(...)``
-  (:mod:`fspo_verl.cpu.storage_columns`). The build of the fields is timed with the write.
+  (:mod:`fspo_verl.agent_loop.storage_columns`). The build of the fields is timed with the write.
 
 ::
 
@@ -39,9 +39,8 @@ N_PROMPTS, N_SAMPLES = 16, 16  # the demo's data.train_batch_size and rollout.n
 
 
 def _config(model_path: str):
-    from hydra import compose, initialize_config_dir
-
     import verl
+    from hydra import compose, initialize_config_dir
 
     config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
@@ -56,7 +55,10 @@ def _config(model_path: str):
 def _worker(config, tokenizer):
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker, InProcessRewardHandle
+    from fspo_verl.agent_loop.manager import (
+        BatchedAgentLoopWorker,
+        InProcessRewardHandle,
+    )
 
     worker = object.__new__(BatchedAgentLoopWorker.__ray_actor_class__)
     worker.config, worker.llm_client, worker.processor, worker.tools = config, None, None, []
@@ -113,9 +115,9 @@ async def measure(repeats: int) -> dict[str, dict[str, float]]:
     from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker, trajectory_records
-    from fspo_verl.cpu.prompt_tokens import PromptTokenCache
-    from fspo_verl.cpu.storage_columns import StorageColumns
+    from fspo_verl.agent_loop.manager import BatchedAgentLoopWorker, trajectory_records
+    from fspo_verl.agent_loop.prompt_tokens import PromptTokenCache
+    from fspo_verl.agent_loop.storage_columns import StorageColumns
     from fspo_verl.demo import ensure_assets
     from fspo_verl.demo.overrides import DATA_ASSETS
 

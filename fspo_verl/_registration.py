@@ -21,9 +21,10 @@ CORE_MODULES = ("fspo_verl.losses", "fspo_verl.advantages", "fspo_verl.downsampl
 
 #: modules with a ``register()`` function, imported and called in order; failures are recorded, not raised
 OPTIONAL_COMPONENTS: tuple[str, ...] = (
-    "fspo_verl.pods_config",  # ${fspo_mini_batch:P}: the data presets' mini-batch, fitted to PODS/GFPO's kept samples
-    "fspo_verl.polling",  # trainer.v1.sampler.poll_interval on every V1 replay buffer (no 2-s wait per step)
+    "fspo_verl.downsampling.settings",  # ${fspo_mini_batch:P}: the data presets' mini-batch, fitted to PODS/GFPO's kept samples
+    "fspo_verl.downsampling.polling",  # trainer.v1.sampler.poll_interval on every V1 replay buffer (no 2-s wait per step)
     "fspo_verl.cpu",  # `cpu` platform + `hf` rollout (replica and in-worker adapter); fixes only with VERL_PLATFORM=cpu
+    "fspo_verl.demo",  # ${fspo_demo_asset:KEY}: the CPU demo's model and data paths, built on first use
     "fspo_verl.diagnostics.loss_hook",  # per-length-bin clip counts for verl's built-in losses (ppo_loss lookup)
     "fspo_verl.diagnostics.fairness_number",  # per-step length-fairness numbers from those counts (Tracking.log)
 )
@@ -63,7 +64,7 @@ def _rollout_adapters() -> set[str]:
 
 
 def _downsamplers() -> set[str]:
-    from fspo_verl.downsampling import DOWNSAMPLERS
+    from fspo_verl.downsampling.rules import DOWNSAMPLERS
 
     return set(DOWNSAMPLERS)
 
@@ -71,7 +72,7 @@ def _downsamplers() -> set[str]:
 def _replay_buffers() -> set[str]:
     # Loaded by verl from trainer.v1.sampler.custom_sampler, not on `import verl`; the doctor imports it here
     # so that a broken install (e.g. no transfer_queue) shows up before a run.
-    import fspo_verl.pods as pods
+    import fspo_verl.downsampling.replay_buffer as pods
 
     return {name for name in (pods.SYNC_CLASS, pods.ASYNC_CLASS) if hasattr(pods, name)}
 
@@ -80,7 +81,7 @@ def _resolvers() -> set[str]:
     from omegaconf import OmegaConf
 
     from fspo_verl.demo import RESOLVER as DEMO_ASSET
-    from fspo_verl.pods_config import MINI_BATCH_RESOLVER
+    from fspo_verl.downsampling.settings import MINI_BATCH_RESOLVER
 
     return {name for name in (DEMO_ASSET, MINI_BATCH_RESOLVER) if OmegaConf.has_resolver(name)}
 
@@ -134,7 +135,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("replay_buffer", "PODSReplayBufferAsync"),
     ("loss_hook", "length_bins"),  # per-bin clip counts for verl's built-in losses, around ppo_loss's lookup
     ("resolver", "fspo_demo_asset"),  # the CPU demo's model and data paths (fspo_verl.demo)
-    ("resolver", "fspo_mini_batch"),  # the data presets' ppo_mini_batch_size (fspo_verl.pods_config)
+    ("resolver", "fspo_mini_batch"),  # the data presets' ppo_mini_batch_size (fspo_verl.downsampling.settings)
     ("metric_hook", "length_fairness"),  # one fairness number per loss and step, added in Tracking.log
 )
 

@@ -2,7 +2,7 @@
 # Each down-sampling / baseline paper's headline claim, checked in real training on CPU: every variant on the
 # demo task (data=countdown_cpu), same seeds, same number of optimizer updates and the same prompts, through
 # verl's real trainer (`fspo-verl train`, one sweep over seeds per variant), then one table per claim
-# (fspo_verl.diagnostics.claims). docs/claims.md gives the figures this recipe made and what they show.
+# (fspo_verl.analysis.claims). docs/claims.md gives the figures this recipe made and what they show.
 #
 #   recipes/claims_cpu.sh [pods|gfpo|opo|all] [extra overrides for every run...]
 #
@@ -97,6 +97,6 @@ done
 
 for c in ${CLAIMS}; do
   read -ra claim_runs <<< "$(claim_variants "${c}")"
-  "${PYTHON}" -m fspo_verl.diagnostics.claims --claim "${c}" --runs "${OUT}/runs" --out "${OUT}" \
+  "${PYTHON}" -m fspo_verl.analysis.claims --claim "${c}" --runs "${OUT}/runs" --out "${OUT}" \
     --variants "${claim_runs[@]}"
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The FSPO paper's comparison (arXiv 2509.09177) in real training on CPU: every method on the same task, with
 # the same seeds, steps and batch geometry, through verl's real trainer (`fspo-verl train`, one run each), then
-# the clip rate by response-length bin per method (fspo_verl.diagnostics.comparison).
+# the clip rate by response-length bin per method (fspo_verl.analysis.comparison).
 #
 #   recipes/compare_cpu.sh [extra overrides for every run...]
 #
@@ -15,12 +15,12 @@
 #   MIN_SEQS     bins with fewer sequences (all seeds and steps) stay out of the spread  [400]
 #   FSPO_VERL_COMMAND=validate   compose and check every run's config in one process, launch nothing
 # Runs one Hydra sweep over METHODS x SEEDS (fspo-verl train -m), each job in $OUT/runs/<method>_seed<k>/
-# (metrics_0.jsonl, plots_0/, tensorboard/, config_0.yaml; see fspo_verl.run_dir), then writes
+# (metrics_0.jsonl, plots_0/, tensorboard/, config_0.yaml; see fspo_verl.cli.run_dir), then writes
 # $OUT/{clip_rate_by_length.png,reward.png,comparison.json,comparison.md}. A run starts fresh each time (no
 # checkpoints kept, no resume). The same sweep by hand:
 #   fspo-verl train -m algorithm=fspo,gspo,grpo,sspo data.seed=1,2,3 trainer.total_training_steps=40 \
 #     'actor_rollout_ref.rollout.seed=${data.seed}' trainer.save_freq=-1 hydra.sweep.dir=outputs/compare_cpu/runs
-#   python -m fspo_verl.diagnostics.comparison --sweep outputs/compare_cpu/runs --out outputs/compare_cpu
+#   python -m fspo_verl.analysis.comparison --sweep outputs/compare_cpu/runs --out outputs/compare_cpu
 set -euo pipefail
 
 METHODS=${METHODS:-"fspo gspo grpo sspo"}
@@ -59,4 +59,4 @@ rm -rf "${OUT}/runs"
 # shellcheck disable=SC2016  # hydra.sweep.subdir's ${...} are Hydra's, resolved per job
 fspo-verl train -m algorithm="$(comma "${METHODS}")" data.seed="$(comma "${SEEDS}")" "${OVERRIDES[@]}" \
   hydra.sweep.dir="${OUT}/runs" 'hydra.sweep.subdir=${hydra:runtime.choices.algorithm}_seed${data.seed}' "$@"
-"${PYTHON}" -m fspo_verl.diagnostics.comparison --sweep "${OUT}/runs" --out "${OUT}" --min-seqs "${MIN_SEQS:-400}"
+"${PYTHON}" -m fspo_verl.analysis.comparison --sweep "${OUT}/runs" --out "${OUT}" --min-seqs "${MIN_SEQS:-400}"

@@ -8,8 +8,8 @@ import threading
 
 import torch
 
-from fspo_verl.cpu.hf_server import HFRolloutServer
 from fspo_verl.demo.model import build_model, build_tokenizer
+from fspo_verl.rollout_hf.server import HFRolloutServer
 
 
 class _RolloutConfig:

@@ -19,15 +19,15 @@ import os
 from pathlib import Path
 
 import torch
-
 import verl  # noqa: F401  (loads the plugin: registers fspo/sspo)
-from fspo_verl.diagnostics.clip_rates import sequence_clipped
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.diagnostics.length_bins import bin_index, bin_names
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.utils.metric import reduce_metrics
 from verl.utils.tracking import FileLogger
 from verl.workers.config.actor import FSDPActorConfig
+
+from fspo_verl.diagnostics.clip_rates import sequence_clipped
+from fspo_verl.losses.config import FSPOPolicyLossConfig
+from fspo_verl.losses.length_bins import bin_index, bin_names
 
 MAX_RESPONSE = 6000
 PROMPT_LENGTH = 120

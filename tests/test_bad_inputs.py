@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from _bad_inputs import CORPUS, GENERAL, make_bad_files
 from _no_ray_cli import RAY_STARTED
+
 from fspo_verl.cli import main as cli
 
 HERE = Path(__file__).parent
@@ -176,7 +176,7 @@ def test_files_elsewhere_turns_only_absent_paths_into_warnings(bad_dir, capsys, 
 def _module_check(mechanism: str):
     import importlib
 
-    from fspo_verl.checks import CHECKS
+    from fspo_verl.preflight.registry import CHECKS
 
     module = importlib.import_module(f"fspo_verl.preflight.{mechanism}")
     (check,) = [fn for fn in vars(module).values() if fn in CHECKS and fn.__module__ == module.__name__]
@@ -186,8 +186,8 @@ def _module_check(mechanism: str):
 @pytest.mark.parametrize("row", CORPUS, ids=[row.name for row in CORPUS])
 def test_the_recorded_mechanism_is_the_one_that_catches_it(row, bad_dir, monkeypatch):
     """Keeps the general-vs-specific count of the corpus honest: the row's own module names its key."""
-    from fspo_verl.checks import run_checks
-    from fspo_verl.launch import compose
+    from fspo_verl.cli.validate import compose
+    from fspo_verl.preflight.registry import run_checks
 
     for name, value in row.env.items():
         monkeypatch.setenv(name, value.format(d=bad_dir))

@@ -13,7 +13,7 @@ import torch
 from fspo_verl.demo import checksum, countdown, ensure_assets
 from fspo_verl.demo.overrides import task_policy_loss
 from fspo_verl.demo.reward import CHECKSUM_SOURCE, compute_score
-from fspo_verl.diagnostics.length_bins import bin_index
+from fspo_verl.losses.length_bins import bin_index
 
 EDGES = task_policy_loss("checksum_cpu")["length_bins"]  # the preset's length_bins
 

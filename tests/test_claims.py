@@ -1,4 +1,4 @@
-"""fspo_verl.diagnostics.claims: per-run numbers written out by hand, the seed statistics and the noise rule,
+"""fspo_verl.analysis.claims: per-run numbers written out by hand, the seed statistics and the noise rule,
 and the claim tables from synthetic run directories laid out as recipes/claims_cpu.sh writes them."""
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fspo_verl.diagnostics import claims
-from fspo_verl.diagnostics.claims import Stat, compare, stat, summarize_run, updates_per_step
+from fspo_verl.analysis import claims
+from fspo_verl.analysis.claims import (
+    Stat,
+    compare,
+    stat,
+    summarize_run,
+    updates_per_step,
+)
 
 
 def _config(n: int, prompts: int, mini: int, keep: int | None = None, epochs: int = 1) -> dict:

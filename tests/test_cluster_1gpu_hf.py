@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fspo_verl.checks import run_checks
-from fspo_verl.launch import compose
+from fspo_verl.cli.validate import compose
+from fspo_verl.preflight.registry import run_checks
 
 PRESET = Path(__file__).resolve().parents[1] / "fspo_verl" / "configs" / "cluster" / "1gpu_hf.yaml"
 MICRO_BATCH_KEYS = (

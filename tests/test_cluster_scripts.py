@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fspo_verl.checks import run_checks
-from fspo_verl.launch import compose
+from fspo_verl.cli.validate import compose
+from fspo_verl.preflight.registry import run_checks
 from validate_server import serving
 
 REPO = Path(__file__).resolve().parents[1]

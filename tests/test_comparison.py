@@ -1,4 +1,4 @@
-"""The real-run comparison's aggregation (fspo_verl.diagnostics.comparison): pooled per-bin clip rates, sparse
+"""The real-run comparison's aggregation (fspo_verl.analysis.comparison): pooled per-bin clip rates, sparse
 bins, the spread and FSPO-vs-GSPO verdict, checked against hand-computed numbers; outputs from realistic logs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from _verl_run_log import write_run
 from test_plotting import assert_valid_png
 
-from fspo_verl.diagnostics import comparison
+from fspo_verl.analysis import comparison
 
 BINS = ("len_0_4", "len_4_8", "len_8_inf")
 
@@ -125,8 +125,8 @@ def test_cli_writes_figures_json_and_table_from_realistic_logs(tmp_path, capsys)
     saved = json.loads((out / "comparison.json").read_text())
     assert set(saved["methods"]) == {"fspo", "sspo"} and "fspo_vs_gspo" not in saved
     # the per-step LRE from each step's counts, as fairness_number computes it, averaged over the one seed
+    from fspo_verl.analysis.run_log import read_run
     from fspo_verl.diagnostics.fairness_number import step_fairness
-    from fspo_verl.diagnostics.run_log import read_run
 
     logged = read_run(fspo)
     for step, value in saved["methods"]["fspo"]["lre_curve"].items():

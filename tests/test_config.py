@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from conftest import FSPO_TARGET, compose_verl
 from hydra.errors import InstantiationException
-
-from fspo_verl.config import FSPOPolicyLossConfig
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 from verl.workers.config import PolicyLossConfig
+
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 
 KEY = "actor_rollout_ref.actor.policy_loss"
 

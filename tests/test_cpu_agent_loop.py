@@ -1,4 +1,4 @@
-"""The batched agent loop (fspo_verl.cpu.agent_loop) against verl's real load balancer, reward worker and Ray.
+"""The batched agent loop (fspo_verl.agent_loop.manager) against verl's real load balancer, reward worker and Ray.
 
 - the coalescing client sends a burst of concurrent requests as ONE call per server, through verl's own
   ``GlobalRequestLoadBalancer`` actor (acquire/release balanced), and a late request as a new call;
@@ -22,10 +22,14 @@ from _hf_server import bare_server
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fspo_verl.cpu.hf_server as hf_server
-from fspo_verl.cpu.agent_loop import CoalescingLLMServerClient, InProcessRewardHandle, split_evenly
-from fspo_verl.cpu.hf_server import HFRolloutServer
+import fspo_verl.rollout_hf.server as hf_server
+from fspo_verl.agent_loop.manager import (
+    CoalescingLLMServerClient,
+    InProcessRewardHandle,
+    split_evenly,
+)
 from fspo_verl.demo.model import build_tokenizer
+from fspo_verl.rollout_hf.server import HFRolloutServer
 
 
 @given(st.lists(st.integers(), max_size=50), st.integers(min_value=1, max_value=8))
@@ -191,7 +195,6 @@ def _reward_config(tokenizer_dir: str):
 def _one_row(tokenizer, response: str, answer: str, extra_info: dict):
     """A one-trajectory DataProto laid out as verl's AgentLoopWorker._compute_score builds it."""
     from tensordict import TensorDict
-
     from verl.protocol import DataProto
 
     prompt = torch.tensor(tokenizer.encode(" count"), dtype=torch.int64)
@@ -249,7 +252,7 @@ def _outputs(lengths, reward=0.5):
 
 
 def _bare_worker():
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
+    from fspo_verl.agent_loop.manager import BatchedAgentLoopWorker
 
     worker = object.__new__(BatchedAgentLoopWorker.__ray_actor_class__)
     worker.processor = None
@@ -267,7 +270,8 @@ def test_our_postprocess_writes_what_verls_postprocess_writes(monkeypatch) -> No
     (its TransferQueue call recorded) and through ours (BatchedPuts' write recorded) give the same keys, tags
     and fields, for a one-output and a multi-output trajectory (whose earlier outputs get the final reward)."""
     import verl.trainer.ppo.v1.agent_loop_tq as agent_loop_tq
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker, BatchedPuts
+
+    from fspo_verl.agent_loop.manager import BatchedAgentLoopWorker, BatchedPuts
 
     theirs_calls, ours_calls = [], []
 
@@ -310,7 +314,7 @@ def test_our_postprocess_writes_what_verls_postprocess_writes(monkeypatch) -> No
 
 
 def test_batched_puts_write_a_burst_once_per_partition_and_field_set() -> None:
-    from fspo_verl.cpu.agent_loop import BatchedPuts
+    from fspo_verl.agent_loop.manager import BatchedPuts
 
     calls = []
 
@@ -340,7 +344,7 @@ def test_batched_puts_write_a_burst_once_per_partition_and_field_set() -> None:
 
 
 def test_a_failed_write_fails_the_postprocess_of_each_of_its_trajectories() -> None:
-    from fspo_verl.cpu.agent_loop import BatchedPuts
+    from fspo_verl.agent_loop.manager import BatchedPuts
 
     async def broken(**call):
         raise ConnectionError("TransferQueue storage unit gone")
@@ -379,7 +383,7 @@ def _naive_reward_worker(tmp_path, function: str = "compute_score"):
     from conftest import compose_verl
     from transformers import AutoTokenizer
 
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
+    from fspo_verl.agent_loop.manager import BatchedAgentLoopWorker
 
     tokenizer_dir = tmp_path / "tok"
     if not tokenizer_dir.exists():
@@ -416,7 +420,7 @@ def _both_paths(worker, response_ids, kwargs, num_turns=2, extra_fields=None):
     """(ours, verl's): reward, extra info and the output's extra fields after each worker's _compute_score."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
 
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
+    from fspo_verl.agent_loop.manager import BatchedAgentLoopWorker
 
     extra_fields = extra_fields if extra_fields is not None else {"min_global_steps": 1, "turn_scores": []}
     snapshot = copy.deepcopy(kwargs)
@@ -487,7 +491,7 @@ def test_the_direct_naive_reward_by_hand_and_with_an_async_reward_function(tmp_p
 
 
 def test_other_reward_managers_and_multi_output_trajectories_take_verls_path(tmp_path) -> None:
-    from fspo_verl.cpu.naive_reward import naive_reward_applies
+    from fspo_verl.agent_loop.naive_reward import naive_reward_applies
 
     manager = _naive_reward_worker(tmp_path).reward_loop_worker_handles[0].reward_manager
     assert naive_reward_applies(manager, [object()])

@@ -79,7 +79,7 @@ def test_main_ppo_fails_in_the_driver_before_ray(tmp_path):
 def test_joining_a_running_cluster_checks_its_resources_and_drops_what_ray_refuses(monkeypatch):
     """RAY_ADDRESS set: the cluster's resources (not this host's cores, not ray_init.num_cpus) are checked, and
     the preset's num_cpus/num_gpus are not passed to ray.init (Ray raises on them for a running cluster)."""
-    import fspo_verl.cpu.checks as checks_module
+    import fspo_verl.preflight.cpu as checks_module
     from fspo_verl.cpu import FORWARDED_ENVIRONMENT, check_for_ray
 
     seen = []
@@ -100,8 +100,8 @@ def test_joining_a_running_cluster_checks_its_resources_and_drops_what_ray_refus
 
 
 def test_an_unreachable_cluster_is_an_error_naming_ray_address(monkeypatch):
+    from fspo_verl.common.ray_cluster import cluster_resources
     from fspo_verl.cpu import check_for_ray
-    from fspo_verl.cpu.existing_cluster import cluster_resources
 
     cluster_resources.cache_clear()
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")  # the discard port: nothing listens

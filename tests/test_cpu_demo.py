@@ -14,10 +14,14 @@ from hypothesis import strategies as st
 
 from fspo_verl.demo import ASSETS_VERSION, countdown, ensure_assets
 from fspo_verl.demo.overrides import DATA_ASSETS, task_policy_loss
-from fspo_verl.demo.reward import COUNTDOWN_SOURCE, DATA_SOURCE, PARTIAL_CREDIT, compute_score
+from fspo_verl.demo.reward import (
+    COUNTDOWN_SOURCE,
+    DATA_SOURCE,
+    PARTIAL_CREDIT,
+    compute_score,
+)
 from fspo_verl.demo.task import make_rows
-from fspo_verl.diagnostics.length_bins import bin_index, bin_names
-
+from fspo_verl.losses.length_bins import bin_index, bin_names
 
 EDGES = task_policy_loss("countdown_cpu")["length_bins"]  # the preset's length_bins
 
@@ -173,9 +177,9 @@ def _next_digit_reward(model_dir: str, temperature: float) -> float:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
     from fspo_verl.demo.reward import score_response
     from fspo_verl.demo.task import make_example
+    from fspo_verl.rollout_hf.generation import SamplingSpec, generate_batch
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -234,8 +238,8 @@ def test_the_shared_agent_loop_builds_each_prompt_once_with_verls_tokens(assets,
     from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from fspo_verl.cpu.agent_loop import BatchedAgentLoopWorker
-    from fspo_verl.cpu.prompt_tokens import PromptTokenCache
+    from fspo_verl.agent_loop.manager import BatchedAgentLoopWorker
+    from fspo_verl.agent_loop.prompt_tokens import PromptTokenCache
 
     limit = yaml_value(data, "max_prompt_length")
     config = compose_verl([f"actor_rollout_ref.model.path={assets['model_path']}",
@@ -270,7 +274,9 @@ def yaml_value(data: str, key: str):
 def test_verl_loads_the_reward_and_builds_the_qwen_token_builder(assets):
     from transformers import AutoConfig, AutoTokenizer
     from verl.utils.import_utils import load_extern_object
-    from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
+    from verl.utils.tokenizer.continuous_token_wiring import (
+        create_continuous_token_builder,
+    )
 
     assert load_extern_object("pkg://fspo_verl.demo.reward", "compute_score") is compute_score
     tok = AutoTokenizer.from_pretrained(assets["model_path"])

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fspo_verl.cpu.hf_generation import SamplingSpec, _filter_top_k_top_p, generate_batch
 from fspo_verl.demo.model import build_model, build_tokenizer
+from fspo_verl.rollout_hf.generation import (
+    SamplingSpec,
+    _filter_top_k_top_p,
+    generate_batch,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import json
 
 from _hf_server import bare_server
 
-import fspo_verl.cpu.hf_server as hf_server
-from fspo_verl.cpu.hf_generation import SamplingSpec
-from fspo_verl.cpu.hf_server import HFRolloutServer
+import fspo_verl.rollout_hf.server as hf_server
+from fspo_verl.rollout_hf.generation import SamplingSpec
+from fspo_verl.rollout_hf.server import HFRolloutServer
 
 
 def _server() -> HFRolloutServer:

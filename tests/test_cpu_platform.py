@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from fspo_verl.cpu.import_hooks import when_imported
+from fspo_verl.common.import_hooks import when_imported
 from fspo_verl.cpu.patches import process_group_backend
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fspo_verl.launch import compose
+from fspo_verl.cli.validate import compose
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_SCRIPTS = REPO / "recipes" / "data"

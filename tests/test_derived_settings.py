@@ -14,7 +14,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fspo_verl.launch import GROUPS, compose, presets
+from fspo_verl.cli.validate import GROUPS, compose, presets
 
 ROLLOUT = "actor_rollout_ref.rollout"
 

@@ -123,7 +123,7 @@ def test_extraction_joins_continuations_and_reads_marks():
 
 @pytest.mark.slow
 def test_every_doc_command_validates(monkeypatch):
-    from fspo_verl.launch import MULTIRUN_FLAGS, sweep_jobs, validate
+    from fspo_verl.cli.validate import MULTIRUN_FLAGS, sweep_jobs, validate
 
     failures = []
     checked = 0

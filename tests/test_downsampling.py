@@ -6,12 +6,12 @@ import itertools
 
 import pytest
 import torch
+from reference_impls import max_variance_per_group_loop
 
-from fspo_verl import downsampling as ds
-from fspo_verl.downsampling import (
+from fspo_verl.downsampling import rules as ds
+from fspo_verl.downsampling.rules import (
     DOWNSAMPLERS,
     get_downsampler,
-    max_variance_per_group_loop,
     register_downsampler,
     select_max_reward,
     select_max_variance,

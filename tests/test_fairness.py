@@ -11,20 +11,25 @@ import math
 
 import pytest
 import torch
-from _verl_run_log import actor_config, write_run
-
 import verl  # noqa: F401  (loads the plugin)
+from _verl_run_log import actor_config, write_run
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.workers.config.actor import FSDPActorConfig
+
 from fspo_verl import cli
-from fspo_verl.diagnostics.clip_rates import sequence_clipped
-from fspo_verl.diagnostics.calibration import (
+from fspo_verl.analysis.calibration import (
     predicted_fspo_clip_rate,
     run_statistics,
     sigma_from_ppo_kl,
     suggest_fspo_constants,
 )
-from fspo_verl.diagnostics.simulation import MethodConstants, SimulationSpec, draw_lengths, simulate
-from verl.trainer.ppo.core_algos import get_policy_loss_fn
-from verl.workers.config.actor import FSDPActorConfig
+from fspo_verl.analysis.simulation import (
+    MethodConstants,
+    SimulationSpec,
+    draw_lengths,
+    simulate,
+)
+from fspo_verl.diagnostics.clip_rates import sequence_clipped
 
 # ------------------------------------------------------------------ simulation: the paper's central figure
 

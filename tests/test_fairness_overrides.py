@@ -5,12 +5,12 @@ policy-loss dataclass the workers build."""
 from __future__ import annotations
 
 import pytest
+from conftest import compose_verl
 from verl.utils.config import omega_conf_to_dataclass
 
-from conftest import compose_verl
 from fspo_verl.cli import main as cli
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.launch import ComposeError, compose
+from fspo_verl.cli.validate import ComposeError, compose
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 
 ARGS = ["fairness", "calibrate", "--target", "0.1", "--sigma", "0.01", "--drift", "kl"]
 

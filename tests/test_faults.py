@@ -18,10 +18,10 @@ import textwrap
 from pathlib import Path
 
 import yaml
-
 from _bad_inputs import make_checkpoints
 from _no_ray_cli import RAY_STARTED
-from fspo_verl.run_dir import LOCK_FILE, RunDirBusy, RunLock
+
+from fspo_verl.cli.run_dir import LOCK_FILE, RunDirBusy, RunLock
 
 HERE = Path(__file__).parent
 
@@ -49,7 +49,7 @@ def _train(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess
 
 HOLD = """
 import sys, time
-from fspo_verl.run_dir import RunLock
+from fspo_verl.cli.run_dir import RunLock
 lock = RunLock(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)
@@ -147,8 +147,8 @@ def test_resume_falls_back_to_the_newest_intact_step_and_says_so(tmp_path):
 
 
 def test_resume_with_nothing_intact_stops_with_the_override(tmp_path):
-    from fspo_verl.checks import run_checks
-    from fspo_verl.launch import compose
+    from fspo_verl.cli.validate import compose
+    from fspo_verl.preflight.registry import run_checks
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -163,7 +163,7 @@ def test_resume_with_nothing_intact_stops_with_the_override(tmp_path):
 WRITE_STATUS_UNDER_A_LIMIT = """
 import json, resource, signal, sys
 from pathlib import Path
-from fspo_verl.run_dir import RunFiles
+from fspo_verl.cli.run_dir import RunFiles
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as a full disk with ENOSPC
 files = RunFiles(Path(sys.argv[1]), 0)
@@ -189,8 +189,8 @@ def test_a_failed_status_write_keeps_the_previous_file_whole(tmp_path):
 FINISH_UNDER_A_LIMIT = """
 import resource, signal, sys
 from pathlib import Path
-from fspo_verl.app import finish_job
-from fspo_verl.run_dir import RunFiles
+from fspo_verl.cli.app import finish_job
+from fspo_verl.cli.run_dir import RunFiles
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 folder = Path(sys.argv[1])
@@ -212,7 +212,7 @@ def test_a_full_disk_ends_with_one_line_and_the_summary(tmp_path):
 
 
 def test_a_workers_write_error_becomes_one_line_with_the_path(tmp_path):
-    from fspo_verl.app import write_error_note
+    from fspo_verl.cli.app import write_error_note
 
     path = tmp_path / "checkpoints" / "global_step_1" / "actor" / "model_world_size_2_rank_0.pt"
     relayed = RuntimeError(f"ray::WorkerDict.save_checkpoint() (pid=1)\n  File x\nOSError: [Errno 28] No space left on device: '{path}'")
@@ -240,7 +240,7 @@ def _relayed(cause: OSError, worker: str, caller: str) -> BaseException:
 
 
 def test_a_workers_full_disk_names_the_bytes_from_the_previous_checkpoint(tmp_path):
-    from fspo_verl.app import write_error_note
+    from fspo_verl.cli.app import write_error_note
 
     checkpoints = tmp_path / "checkpoints"
     for name, size in (("model_world_size_1_rank_0.pt", 3000), ("optim_world_size_1_rank_0.pt", 1500)):
@@ -264,7 +264,7 @@ def test_a_workers_full_disk_names_the_bytes_from_the_previous_checkpoint(tmp_pa
 
 INTERRUPTED_JOB = """
 import os, signal, sys, time
-import fspo_verl.app as app
+import fspo_verl.cli.app as app
 
 def train(config, files):  # in place of verl's trainer: Ctrl-C arrives while the driver waits
     os.kill(os.getpid(), signal.SIGINT)

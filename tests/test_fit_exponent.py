@@ -1,5 +1,5 @@
 """`fspo-verl fairness calibrate --fit-exponent`: the length exponent of the spread of S_i from a pilot fspo run's
-per-bin clip counts (fspo_verl/diagnostics/calibration.py), and the fspo_adaptive overrides it prints."""
+per-bin clip counts (fspo_verl/analysis/calibration.py), and the fspo_adaptive overrides it prints."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from conftest import compose_verl
 from verl.utils.config import omega_conf_to_dataclass
 
+from fspo_verl.analysis.calibration import _phi, fit_length_exponent, tail_quantile
 from fspo_verl.cli import main as cli
-from fspo_verl.diagnostics.calibration import _phi, fit_length_exponent, tail_quantile
-from fspo_verl.launch import compose
+from fspo_verl.cli.validate import compose
 
 C_LOW, KAPPA, SCALE = 0.02, 4 / 3, 0.004
 EDGES = [8, 16, 32, 64, 128]

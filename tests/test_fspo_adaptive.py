@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.diagnostics.calibration import suggest_fspo_constants
+from fspo_verl.analysis.calibration import suggest_fspo_constants
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 from fspo_verl.losses.fspo import compute_policy_loss_fspo
 from fspo_verl.losses.fspo_adaptive import compute_policy_loss_fspo_adaptive
 from fspo_verl.losses.length_spread import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fspo_verl import doctor, gpu_doctor
-from fspo_verl.gpu_doctor import Skip, run_checks, summary
+from fspo_verl.cli import doctor, gpu_doctor
+from fspo_verl.cli.gpu_doctor import Skip, run_checks, summary
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the path of a machine without a GPU")
 

@@ -9,11 +9,17 @@ import asyncio
 import pytest
 import torch
 
-from fspo_verl.cpu import hf_server
-from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
-from fspo_verl.cpu.hf_replica import server_runtime_env
-from fspo_verl.cpu.hf_server import SharedDeviceTensor, rollout_dtype, server_placement, wire_nbytes, wire_tensor
-from fspo_verl.demo.model import build_model, build_tokenizer, write_model
+from fspo_verl.demo.model import build_model, build_tokenizer, save_model
+from fspo_verl.rollout_hf import server as hf_server
+from fspo_verl.rollout_hf.generation import SamplingSpec, generate_batch
+from fspo_verl.rollout_hf.replica import server_runtime_env
+from fspo_verl.rollout_hf.server import (
+    SharedDeviceTensor,
+    rollout_dtype,
+    server_placement,
+    wire_nbytes,
+    wire_tensor,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +49,12 @@ def test_a_bad_rollout_dtype_names_the_key():
         rollout_dtype("int8")
     with pytest.raises(ValueError, match="rollout.dtype"):
         server_placement("int8", "cuda")
+
+
+def write_model(out_dir, seed: int = 0) -> str:
+    """Save the tokenizer and the randomly initialised demo model under ``out_dir``."""
+    tokenizer = build_tokenizer()
+    return save_model(build_model(tokenizer, seed), tokenizer, out_dir)
 
 
 def _server(tmp_path, monkeypatch, placement):

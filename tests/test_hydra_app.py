@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fspo_verl.cli import main as cli
-from fspo_verl.presets import GROUPS, description, presets
+from fspo_verl.cli.presets import GROUPS, description, presets
 
 #: a sweep where job 0 (opo with two epochs) breaks exact on-policy training and job 1 is fine
 BAD_SWEEP = ["-m", "algorithm=opo,fspo", "actor_rollout_ref.actor.ppo_epochs=2"]
@@ -132,7 +132,7 @@ def test_validate_still_lists_every_problem(capsys):
 
 def test_validate_checks_a_sweep_in_one_process_job_by_job(capsys):
     """``validate -m`` expands the sweep exactly as ``train -m`` does and names the failing job."""
-    from fspo_verl.launch import sweep_jobs
+    from fspo_verl.cli.validate import sweep_jobs
 
     assert sweep_jobs(["algorithm=fspo,grpo", "data.seed=1,2", "trainer.total_training_steps=3"]) == [
         ["algorithm=fspo", "data.seed=1", "trainer.total_training_steps=3"],

@@ -8,15 +8,15 @@ import math
 
 import pytest
 import torch
+import verl.workers.utils.losses as verl_losses
 from conftest import FSPO_TARGET, actor_config
 from test_verl_integration import _worker_micro_batch
-
-import verl.workers.utils.losses as verl_losses
-from fspo_verl.diagnostics import loss_hook
-from fspo_verl.launch import compose
 from verl.trainer.ppo import core_algos
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
+
+from fspo_verl.cli.validate import compose
+from fspo_verl.diagnostics import loss_hook
 
 VERL_FUNCTIONS = {
     "vanilla": core_algos.compute_policy_loss_vanilla,

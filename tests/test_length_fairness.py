@@ -12,8 +12,8 @@ import math
 import torch
 from conftest import FSPO_TARGET, actor_config
 
-from fspo_verl.diagnostics.length_bins import bin_index, bin_names
 from fspo_verl.losses.fspo import compute_policy_loss_fspo
+from fspo_verl.losses.length_bins import bin_index, bin_names
 
 SIGMA = 0.01  # per-token std; S_i/sqrt(L_i) ~ N(0, 1e-4) against c = 0.0096/0.0128: ~27% clipped
 N_SEQS = 12_000

@@ -11,12 +11,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.diagnostics.op_count import OpCounter, count_loss_ops
-from fspo_verl.losses._sequence import SequenceBatch, aggregate
 from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn
 from verl.workers.config.actor import FSDPActorConfig
+
+from fspo_verl.diagnostics.op_count import OpCounter, count_loss_ops
+from fspo_verl.losses._sequence import SequenceBatch, aggregate
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 VARIANTS = {

@@ -1,4 +1,4 @@
-"""fspo_verl.lost_nodes: which failures count as a lost node, and the note's wording. The real case (a worker
+"""fspo_verl.cli.lost_nodes: which failures count as a lost node, and the note's wording. The real case (a worker
 node's raylet SIGKILLed mid-run on a 2-node cluster) is tests/cluster/test_ray_job.py."""
 
 from __future__ import annotations
@@ -6,10 +6,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from ray.exceptions import ActorDiedError, ActorUnavailableError, NodeDiedError, RayTaskError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    NodeDiedError,
+    RayTaskError,
+)
 
-from fspo_verl import lost_nodes
-from fspo_verl.lost_nodes import looks_like_node_loss, lost_nodes_note
+from fspo_verl.cli import lost_nodes
+from fspo_verl.cli.lost_nodes import looks_like_node_loss, lost_nodes_note
 
 
 def test_rays_actor_and_node_errors_count_as_node_loss():
@@ -71,7 +76,7 @@ def test_the_driver_asks_for_lost_nodes_while_rays_session_is_still_open(tmp_pat
 
     from omegaconf import OmegaConf
 
-    from fspo_verl import app
+    from fspo_verl.cli import app
 
     inside, asked = [False], []
 

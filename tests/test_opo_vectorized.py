@@ -6,9 +6,12 @@ import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from verl.trainer.ppo.core_algos import (
+    compute_opo_outcome_advantage,
+    get_adv_estimator_fn,
+)
 
-from fspo_verl.advantages import compute_opo_vectorized_outcome_advantage, group_ids
-from verl.trainer.ppo.core_algos import compute_opo_outcome_advantage, get_adv_estimator_fn
+from fspo_verl.advantages.opo import compute_opo_vectorized_outcome_advantage, group_ids
 
 
 def _batch(rewards, lengths, width=None):

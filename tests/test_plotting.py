@@ -20,8 +20,8 @@ import pytest  # noqa: E402
 from _verl_run_log import write_run  # noqa: E402
 
 from fspo_verl import cli  # noqa: E402
-from fspo_verl.diagnostics.plotting import clip_rate_series, plot_run  # noqa: E402
-from fspo_verl.diagnostics.run_log import read_run  # noqa: E402
+from fspo_verl.analysis.plotting import clip_rate_series, plot_run  # noqa: E402
+from fspo_verl.analysis.run_log import read_run  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -119,7 +119,7 @@ def test_bad_inputs_fail_with_a_message_naming_the_problem(tmp_path, capsys):
 def test_pooled_rate_per_bin_over_the_run_equals_the_true_pooled_rate(run_file):
     """The right-hand panel's numbers: step s's bin holds N(s)*seqs_b(s)/sum_b' seqs_b'(s) sequences (N(s) from
     verl's token metrics), of which the fixture's true rate were clipped; pooled over steps."""
-    from fspo_verl.diagnostics.plotting import pooled_bin_rates
+    from fspo_verl.analysis.plotting import pooled_bin_rates
 
     path, truth = run_file
     run = read_run(path)

@@ -15,8 +15,13 @@ import torch
 import transfer_queue as tq
 from transfer_queue import KVBatchMeta
 
-from fspo_verl.downsampling import get_downsampler, select_max_variance
-from fspo_verl.pods import DownsamplingConfigError, PODSReplayBuffer, PODSReplayBufferAsync, keep_per_group
+from fspo_verl.downsampling.replay_buffer import (
+    DownsamplingConfigError,
+    PODSReplayBuffer,
+    PODSReplayBufferAsync,
+    keep_per_group,
+)
+from fspo_verl.downsampling.rules import get_downsampler, select_max_variance
 
 POLL_INTERVAL = 0.05
 

@@ -12,10 +12,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-from fspo_verl.pods_config import (
+from fspo_verl.downsampling.settings import (
     DownsamplingConfigError,
-    check_downsampling_config,
     corrected_mini_batch_size,
+)
+from fspo_verl.preflight.downsampling import (
+    check_downsampling_config,
     validate_downsampling_config,
 )
 
@@ -197,6 +199,6 @@ def test_verl_builds_our_buffer_from_the_config(mode: str, cls_name: str) -> Non
     config = _geometry(8, 2, 8, 2, f"trainer.v1.trainer_mode={mode}", f"trainer.v1.sampler.custom_sampler.name={cls_name}")
     trainer = SimpleNamespace(config=config, trainer_mode=mode, _add_prompts_to_generate=lambda n: n)
     buffer = PPOTrainer._build_replay_buffer(trainer)
-    assert type(buffer).__name__ == cls_name and type(buffer).__module__ == "fspo_verl.pods"
+    assert type(buffer).__name__ == cls_name and type(buffer).__module__ == "fspo_verl.downsampling.replay_buffer"
     assert buffer.settings.keep == 2 and buffer.settings.rule == "max_variance"
     assert buffer.filter_groups_metric is None  # DAPO stays off unless sampler_kwargs asks for it

@@ -1,4 +1,4 @@
-"""trainer.v1.sampler.poll_interval reaches every V1 replay buffer verl's trainer builds (fspo_verl.polling).
+"""trainer.v1.sampler.poll_interval reaches every V1 replay buffer verl's trainer builds (fspo_verl.downsampling.polling).
 
 The buffers are built by verl's real ``PPOTrainer._build_replay_buffer`` (on a trainer object whose
 ``__init__`` is skipped: building the buffer needs only the config); ``sample()`` runs verl's real loop
@@ -15,8 +15,12 @@ import pytest
 from omegaconf import OmegaConf
 
 import fspo_verl  # noqa: F401  (registers the wrapper, as `import verl` does through the plugin entry point)
-from fspo_verl.checks import check_poll_interval
-from fspo_verl.polling import DEFAULT_POLL_INTERVAL_S, POLL_INTERVAL_KEY, poll_interval_error
+from fspo_verl.downsampling.polling import (
+    DEFAULT_POLL_INTERVAL_S,
+    POLL_INTERVAL_KEY,
+    poll_interval_error,
+)
+from fspo_verl.preflight.sampler import check_poll_interval
 
 VERL_DEFAULT_POLL_INTERVAL_S = 2.0  # ReplayBuffer.__init__'s default in verl 0.9.1
 
@@ -35,7 +39,7 @@ def test_bad_intervals_name_key_value_and_fix(value) -> None:
 
 
 def test_driver_check_on_composed_presets() -> None:
-    from fspo_verl.launch import compose
+    from fspo_verl.cli.validate import compose
 
     for cluster in ("cpu", "8gpu"):
         config = compose([f"cluster={cluster}"])
@@ -123,7 +127,7 @@ def test_fit_makes_the_buffer_wait_on_a_managers_rollout_progress() -> None:
     least the fallback timeout), not to time.sleep; a manager without one leaves verl's wait alone."""
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    from fspo_verl.polling import PROGRESS_FALLBACK_S
+    from fspo_verl.downsampling.polling import PROGRESS_FALLBACK_S
 
     waits = []
 

@@ -10,11 +10,11 @@ import re
 import shlex
 
 import pytest
-
 from _bad_inputs import make_checkpoints
-from fspo_verl.checks import run_checks
+
 from fspo_verl.cli import main as cli
-from fspo_verl.launch import compose
+from fspo_verl.cli.validate import compose
+from fspo_verl.preflight.registry import run_checks
 
 
 def _errors(capsys) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fspo_verl import _registration
-from fspo_verl.launch import compose
+from fspo_verl.cli.validate import compose
 from fspo_verl.preflight.names import check_names
 
 LOSS = "actor_rollout_ref.actor.policy_loss.loss_mode"

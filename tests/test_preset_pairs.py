@@ -1,6 +1,6 @@
 """Every algorithm preset composes with every data preset on the default cluster=cpu, as
 ``fspo-verl validate algorithm=A data=D`` checks it. The pairs are read from the config directories, so a preset
-is checked when it arrives. All pairs run in this one process (``fspo_verl.launch.validate``): a ``fspo-verl``
+is checked when it arrives. All pairs run in this one process (``fspo_verl.cli.validate.validate``): a ``fspo-verl``
 subprocess per pair would pay the 7-15 s import of verl and torch each time.
 
 The CPU tasks (``fspo_verl.demo.overrides.DATA_ASSETS``) pass outright; any other data preset (gsm8k, math) may
@@ -15,10 +15,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from fspo_verl.cli.presets import presets
+from fspo_verl.cli.validate import compose, validate
 from fspo_verl.demo.overrides import DATA_ASSETS
-from fspo_verl.launch import compose, validate
-from fspo_verl.pods_config import derived_mini_batch_size
-from fspo_verl.presets import presets
+from fspo_verl.downsampling.settings import derived_mini_batch_size
 
 # a safety net only (each pair takes about 1 s on 2 idle cores); never what is asserted
 pytestmark = pytest.mark.timeout(120)

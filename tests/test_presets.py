@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from fspo_verl.checks import run_checks
-from fspo_verl.launch import GROUPS, ComposeError, compose, presets
+from fspo_verl.cli.validate import GROUPS, ComposeError, compose, presets
+from fspo_verl.preflight.registry import run_checks
 
 ACTOR = "actor_rollout_ref.actor"
 GPU_CONTEXT = ["cluster=8gpu", "model=qwen3_8b_base", "data=math"]

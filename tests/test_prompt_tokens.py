@@ -1,4 +1,4 @@
-"""PromptTokenCache (fspo_verl.cpu.prompt_tokens): one build per distinct text-only prompt.
+"""PromptTokenCache (fspo_verl.agent_loop.prompt_tokens): one build per distinct text-only prompt.
 
 The builder here records its calls. verl's real builder, on every prompt of both demo tasks, is in
 tests/test_cpu_demo.py (``test_the_shared_agent_loop_builds_each_prompt_once_with_verls_tokens``).
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fspo_verl.cpu.prompt_tokens import PromptTokenCache
+from fspo_verl.agent_loop.prompt_tokens import PromptTokenCache
 
 
 class RecordingBuilder:

@@ -1,5 +1,5 @@
 """The agent-loop worker's rollout progress, batched status writes, in-loop assistant merge and burst flush
-(fspo_verl.cpu.rollout_progress, status_writes, assistant_merge, bursts)."""
+(fspo_verl.agent_loop.rollout_progress, status_writes, assistant_merge, bursts)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fspo_verl.cpu.bursts import QuietWindowBatches
-from fspo_verl.cpu.rollout_progress import GeneratingSessions, RolloutProgress, current_ticket, tasks_of
-from fspo_verl.cpu.status_writes import BatchedStatuses, status_groups
+from fspo_verl.agent_loop.bursts import QuietWindowBatches
+from fspo_verl.agent_loop.rollout_progress import (
+    GeneratingSessions,
+    RolloutProgress,
+    current_ticket,
+    tasks_of,
+)
+from fspo_verl.agent_loop.status_writes import BatchedStatuses, status_groups
 
 #: the timeout of the waits below: a wake-up on progress must come well before it. Long, so that a busy machine
 #: (a waiter scheduled late) cannot be mistaken for a wait that ran to its timeout.
@@ -149,7 +154,10 @@ def test_the_in_loop_merge_equals_verls_merge(tmp_path) -> None:
     log-probs, on a real SingleTurnAgentLoop's builder."""
     from verl.utils.tokenizer.continuous_token import ContinuousTokenBuilder
 
-    from fspo_verl.cpu.assistant_merge import merge_inline, merges_by_concatenation
+    from fspo_verl.agent_loop.assistant_merge import (
+        merge_inline,
+        merges_by_concatenation,
+    )
 
     class Loop:  # the two attributes verl's ct_merge_assistant_token uses
         def __init__(self, builder):

@@ -1,4 +1,4 @@
-"""A run's files (fspo_verl.run_dir): no run can truncate another run's metrics through verl's file logger."""
+"""A run's files (fspo_verl.cli.run_dir): no run can truncate another run's metrics through verl's file logger."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from omegaconf import OmegaConf
 
-from fspo_verl.run_dir import VERL_DEFAULT_CHECKPOINT_DIR, latest_metrics, place_checkpoints, reserve_run, run_numbers
+from fspo_verl.cli.run_dir import (
+    VERL_DEFAULT_CHECKPOINT_DIR,
+    latest_metrics,
+    place_checkpoints,
+    reserve_run,
+    run_numbers,
+)
 
 
 def _log_with_verl(files, step: int) -> None:

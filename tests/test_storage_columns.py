@@ -1,4 +1,4 @@
-"""StorageColumns (fspo_verl.cpu.storage_columns): the trajectory write's fields without verl's TensorDict.
+"""StorageColumns (fspo_verl.agent_loop.storage_columns): the trajectory write's fields without verl's TensorDict.
 
 - by hand: which rows are stacked, nested or kept as a list, and their shapes;
 - limiting case against verl: the same trajectories, built by our postprocess, written once with verl's
@@ -18,8 +18,8 @@ import ray
 import torch
 from omegaconf import OmegaConf
 
-from fspo_verl.cpu.agent_loop import trajectory_records
-from fspo_verl.cpu.storage_columns import StorageColumns, storage_columns_apply
+from fspo_verl.agent_loop.manager import trajectory_records
+from fspo_verl.agent_loop.storage_columns import StorageColumns, storage_columns_apply
 
 
 def test_columns_by_hand() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _verl_run_log import write_run
 from test_plotting import assert_valid_png
 
-from _verl_run_log import write_run
-from fspo_verl.diagnostics.plotting import main as plot_main
-from fspo_verl.diagnostics.sweep_plot import compared_metrics, plot_sweep, sweep_runs
-from fspo_verl.run_dir import reserve_run
+from fspo_verl.analysis.plotting import main as plot_main
+from fspo_verl.analysis.sweep_plot import compared_metrics, plot_sweep, sweep_runs
+from fspo_verl.cli.run_dir import reserve_run
 
 
 def make_sweep(root: Path) -> Path:

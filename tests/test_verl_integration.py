@@ -12,17 +12,17 @@ import pytest
 import torch
 from conftest import FSPO_TARGET, actor_config, compose_verl
 from tensordict import TensorDict
-
-from fspo_verl import doctor
-from fspo_verl.losses.fspo import compute_policy_loss_fspo
-from fspo_verl.losses.fspo_adaptive import compute_policy_loss_fspo_adaptive
-from fspo_verl.losses.length_spread import reset_estimators
-from fspo_verl.losses.sspo import compute_policy_loss_sspo
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import validate_config
 from verl.utils.metric import Metric
 from verl.workers.utils.losses import ppo_loss
+
+from fspo_verl.cli import doctor
+from fspo_verl.losses.fspo import compute_policy_loss_fspo
+from fspo_verl.losses.fspo_adaptive import compute_policy_loss_fspo_adaptive
+from fspo_verl.losses.length_spread import reset_estimators
+from fspo_verl.losses.sspo import compute_policy_loss_sspo
 
 LOSSES = {"fspo": compute_policy_loss_fspo, "fspo_adaptive": compute_policy_loss_fspo_adaptive, "sspo": compute_policy_loss_sspo}
 

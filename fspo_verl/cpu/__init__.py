@@ -4,7 +4,7 @@ reward loops) with no GPU, rollouts served by Hugging Face transformers (``rollo
 :func:`register` runs in every verl process (through ``fspo_verl._registration.OPTIONAL_COMPONENTS``) and
 is cheap: it registers the ``cpu`` platform and the ``hf`` rollout by loader/dotted path, and, only when
 ``VERL_PLATFORM=cpu`` selects the backend, installs the CPU fixes as post-import hooks
-(:mod:`fspo_verl.cpu.patches`) and the driver-side config check (:mod:`fspo_verl.cpu.checks`).
+(:mod:`fspo_verl.cpu.patches`) and the driver-side config check (:mod:`fspo_verl.preflight.cpu`).
 
 :func:`prepare_cpu_environment` is what a launcher calls before ``ray.init`` to select the backend.
 """
@@ -18,18 +18,22 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from fspo_verl.cpu.checks import (
+from fspo_verl.common.ray_cluster import (
+    ClusterUnreachable,
+    drop_local_only_ray_init,
+    forward_environment,
+)
+from fspo_verl.cpu.platform import PLATFORM_NAME
+from fspo_verl.preflight.cpu import (
     CPUConfigError,
     check_cpu_config,
     register_launcher_check,
     required_logical_cpus,
     running_cluster_resources,
 )
-from fspo_verl.cpu.existing_cluster import ClusterUnreachable, drop_local_only_ray_init, forward_environment
-from fspo_verl.cpu.platform import PLATFORM_NAME
 
 HF_ROLLOUT = "hf"
-HF_ADAPTER_PATH = "fspo_verl.cpu.hf_rollout.HFServerAdapter"
+HF_ADAPTER_PATH = "fspo_verl.rollout_hf.adapter.HFServerAdapter"
 
 #: environment of every process of a CPU run (Ray workers inherit the driver's environment on a local
 #: ``ray.init``). Thread caps: our choice, so that 2 FSDP workers + rollout server share a small machine
@@ -71,7 +75,7 @@ def prepare_run(config: DictConfig) -> None:
 
     Selects the backend for this process and the Ray workers and checks the config (raises
     :class:`CPUConfigError` before Ray starts). Where the run's files go is not a backend matter:
-    :mod:`fspo_verl.run_dir` places them, for every backend.
+    :mod:`fspo_verl.cli.run_dir` places them, for every backend.
     """
     prepare_cpu_environment()
     check_for_ray(config)
@@ -82,7 +86,7 @@ def check_for_ray(config: DictConfig) -> dict[str, float] | None:
 
     - Ray initialized in this process: its ``ray.cluster_resources()``.
     - A running cluster to join (``RAY_ADDRESS``, a Ray job, ``ray_kwargs.ray_init.address``): its resources,
-      read without connecting (:mod:`fspo_verl.cpu.existing_cluster`); then the ``ray_kwargs.ray_init`` keys
+      read without connecting (:mod:`fspo_verl.common.ray_cluster`); then the ``ray_kwargs.ray_init`` keys
       Ray rejects when connecting (the CPU preset's ``num_cpus``/``num_gpus``) are set to null, with a note,
       and :data:`FORWARDED_ENVIRONMENT` goes into ``ray_init.runtime_env.env_vars`` (set it before calling).
     - Otherwise a new local Ray, sized by ``ray_kwargs.ray_init``.
@@ -128,14 +132,12 @@ def register() -> None:
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-    from fspo_verl.cpu.hf_replica import load_hf_replica
-    from fspo_verl.cpu.import_hooks import when_imported
+    from fspo_verl.common.import_hooks import when_imported
     from fspo_verl.cpu.patches import install_cpu_patches
     from fspo_verl.cpu.platform import register_platform
-    from fspo_verl.demo import register_resolver
+    from fspo_verl.rollout_hf.replica import load_hf_replica
 
     register_platform()
-    register_resolver()
     register_launcher_check()
     RolloutReplicaRegistry.register(HF_ROLLOUT, load_hf_replica)
     _ROLLOUT_REGISTRY[(HF_ROLLOUT, "async")] = HF_ADAPTER_PATH  # verl has no register function for adapters

@@ -17,7 +17,7 @@
    CPU preset's budget (workers + TransferQueue storage units + 2) does not hold; on cpu the bundle keeps the
    one logical CPU per worker it had before, ``{"CPU": 1, "GPU": 1}``.
 
-Each fix is a post-import hook (:mod:`fspo_verl.cpu.import_hooks`), installed only when the cpu platform
+Each fix is a post-import hook (:mod:`fspo_verl.common.import_hooks`), installed only when the cpu platform
 is selected, so no verl process pays for importing these modules early.
 """
 
@@ -27,7 +27,7 @@ import functools
 from types import ModuleType
 from typing import Any
 
-from fspo_verl.cpu.import_hooks import when_imported
+from fspo_verl.common.import_hooks import when_imported
 
 #: training-engine backends that run on CPU (FSDP2 over gloo). FSDP1 imports too, but its
 #: ``sync_module_states`` rejects CPU parameters, which ``check_cpu_config`` reports before Ray starts.

@@ -124,6 +124,11 @@ def _resolve_asset(key: str) -> str:
     return assets[key]  # builds this key's model or parquet only, if missing
 
 
+def register() -> None:
+    """What ``fspo_verl._registration`` calls in every verl process: the asset resolver."""
+    register_resolver()
+
+
 def register_resolver() -> None:
     """Register ``${fspo_demo_asset:<key of ensure_assets>}`` with OmegaConf (idempotent, cheap)."""
     from omegaconf import OmegaConf

@@ -78,7 +78,7 @@ def answer_for(count: int, key: int) -> str:
 
 
 def bin_counts_range(edges: tuple[int, ...] = LENGTH_BINS) -> list[tuple[int, int]]:
-    """For each length bin (e_{k-1} < L <= e_k, as :func:`fspo_verl.diagnostics.length_bins.bin_index`), the N
+    """For each length bin (e_{k-1} < L <= e_k, as :func:`fspo_verl.losses.length_bins.bin_index`), the N
     whose correct response (N + EXTRA_TOKENS tokens) falls in it: [(lo, hi)] inclusive."""
     bounds = [0, *edges, MAX_COUNT + EXTRA_TOKENS]
     return [

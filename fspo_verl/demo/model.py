@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fspo_verl.demo.countdown import LETTERS, WORDS as COUNTDOWN_WORDS
+from fspo_verl.demo.countdown import LETTERS
+from fspo_verl.demo.countdown import WORDS as COUNTDOWN_WORDS
 
 SPECIAL_TOKENS = ["<pad>", "<|im_end|>"]
 NEWLINE = "\n"
@@ -95,9 +96,3 @@ def save_model(model, tokenizer, out_dir: Path) -> str:
     model.save_pretrained(tmp)
     tmp.replace(out_dir) if not out_dir.exists() else None
     return str(out_dir)
-
-
-def write_model(out_dir: Path, seed: int = 0) -> str:
-    """Save the tokenizer and the randomly initialised model under ``out_dir``."""
-    tokenizer = build_tokenizer()
-    return save_model(build_model(tokenizer, seed), tokenizer, out_dir)

@@ -71,7 +71,7 @@ def task_policy_loss(data: str) -> dict[str, Any]:
     for fspo/sspo); ``{}`` if none. ``fspo_verl.task.group_size`` (the presets' rollout.n) is not one."""
     import dataclasses
 
-    from fspo_verl.config import FSPOPolicyLossConfig
+    from fspo_verl.losses.config import FSPOPolicyLossConfig
 
     fields = {f.name for f in dataclasses.fields(FSPOPolicyLossConfig)}
     return {key: value for key, value in _task_section(data).items() if key in fields}

@@ -217,9 +217,9 @@ def sampled_reward(
     with ``keys`` (a key digit per prompt) on checksum."""
     import torch
 
-    from fspo_verl.cpu.hf_generation import SamplingSpec, generate_batch
     from fspo_verl.demo import checksum, countdown
     from fspo_verl.demo.reward import score_checksum, score_countdown
+    from fspo_verl.rollout_hf.generation import SamplingSpec, generate_batch
 
     if keys is None:
         tasks = [(countdown.WORDS[n], countdown.answer_for(n)) for n in counts]  # (prompt, answer)

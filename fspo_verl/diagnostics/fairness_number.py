@@ -2,7 +2,7 @@
 
 FSPO's paper (arXiv 2509.09177) defines a Length Reweighting Error (LRE) and proves that a small LRE keeps the
 clipped update's direction close to the true one; its exact formula could not be read from the public copies.
-We log a documented equivalent, from the step's per-bin counts (``fspo_verl.diagnostics.length_bins``): with
+We log a documented equivalent, from the step's per-bin counts (``fspo_verl.losses.length_bins``): with
 n_k sequences and c_k clipped ones in bin k (bins with n_k = 0 left out),
 
     w_k  = n_k / sum_j n_j                 share of the step's sequences in bin k
@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from fspo_verl.diagnostics.length_bins import BIN_KEY
+from fspo_verl.losses.length_bins import BIN_KEY
 
 TARGET_MODULE = "verl.utils.tracking"
 SUFFIXES = ("length_reweighting_error", "clip_rate_sd_across_bins", "clip_rate_cv_across_bins")
@@ -103,6 +103,6 @@ def installed() -> bool:
 
 def register() -> None:
     """Wrap ``Tracking.log`` when ``verl.utils.tracking`` is imported (now, if it already is)."""
-    from fspo_verl.cpu.import_hooks import when_imported
+    from fspo_verl.common.import_hooks import when_imported
 
     when_imported(TARGET_MODULE, _patch)

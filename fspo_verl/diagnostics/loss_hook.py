@@ -15,7 +15,7 @@ metrics) and then adds, for every length bin of ``config.policy_loss.length_bins
 
 ``POLICY_LOSS_REGISTRY`` is never touched: ``get_policy_loss_fn("gspo")`` still returns verl's
 ``compute_policy_loss_gspo`` everywhere, and the loss that trains is verl's. The counts follow the rules of
-``fspo_verl.diagnostics.length_bins`` (every bin on every micro-batch, counts not rates, no NaN, no
+``fspo_verl.losses.length_bins`` (every bin on every micro-batch, counts not rates, no NaN, no
 "max"/"min" in a key), so ``mean(clipped_len_X) / mean(seqs_len_X)`` is the exact clip rate of bin X.
 
 When: only for the losses in ``BINNED_BUILTINS`` and only when ``config.policy_loss`` is an
@@ -36,9 +36,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from fspo_verl.config import FSPOPolicyLossConfig
 from fspo_verl.diagnostics.clip_rates import sequence_clipped
-from fspo_verl.diagnostics.length_bins import bin_metrics
+from fspo_verl.losses.config import FSPOPolicyLossConfig
+from fspo_verl.losses.length_bins import bin_metrics
 
 #: the module whose ``get_policy_loss_fn`` name the hook replaces (``ppo_loss`` reads it at call time)
 TARGET_MODULE = "verl.workers.utils.losses"
@@ -116,6 +116,6 @@ def installed() -> bool:
 
 def register() -> None:
     """Patch ``verl.workers.utils.losses`` when it is imported (now, if it already is)."""
-    from fspo_verl.cpu.import_hooks import when_imported
+    from fspo_verl.common.import_hooks import when_imported
 
     when_imported(TARGET_MODULE, _patch)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.diagnostics.length_bins import bin_metrics_from_table, per_bin_sums
 from verl.trainer.ppo.core_algos import agg_loss
+
+from fspo_verl.losses.config import FSPOPolicyLossConfig
+from fspo_verl.losses.length_bins import bin_metrics_from_table, per_bin_sums
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def loss_metrics(
 
     actor/pg_clipfrac = #(clipped & valid) / max(#valid, 1), actor/pg_clipfrac_lower likewise, actor/ppo_kl =
     -sum_{i,t} d_{i,t} / max(sum_i L_i, 1) (verl's masked mean of old - new), and the per-bin counts of
-    ``fspo_verl.diagnostics.length_bins``. Every sum comes from one per-bin table (each valid sequence is in
+    ``fspo_verl.losses.length_bins``. Every sum comes from one per-bin table (each valid sequence is in
     exactly one bin), read with one ``tolist``.
 
     Args:

@@ -34,9 +34,15 @@ from typing import Any
 
 import torch
 
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.losses._sequence import MAX_LOG_RATIO, SequenceBatch, aggregate, loss_hparams, loss_metrics
-from fspo_verl.registry_guard import register_policy_loss_once
+from fspo_verl.common.registry_guard import register_policy_loss_once
+from fspo_verl.losses._sequence import (
+    MAX_LOG_RATIO,
+    SequenceBatch,
+    aggregate,
+    loss_hparams,
+    loss_metrics,
+)
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 
 
 def fspo_band(batch: SequenceBatch, hp: FSPOPolicyLossConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

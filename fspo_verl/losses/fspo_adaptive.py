@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
+from fspo_verl.common.registry_guard import register_policy_loss_once
 from fspo_verl.losses._sequence import SequenceBatch, loss_hparams
 from fspo_verl.losses.fspo import band_policy_loss, fspo_band
 from fspo_verl.losses.length_spread import SpreadSettings, estimator_for
-from fspo_verl.registry_guard import register_policy_loss_once
 
 PREFIX = "actor/fspo_adaptive"
 

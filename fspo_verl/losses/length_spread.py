@@ -43,7 +43,7 @@ Why this estimator:
   with the moments, so every rank holds the same s_k. eta = 0 gives the second-moment band alone.
 - With Var(S | L) = sigma^2 * L the fit is b = log sigma^2, alpha = 1, r_k = 0, so the band is
   (z*sigma, kappa*z*sigma) * sqrt(L): FSPO's band at the constants ``fspo-verl fairness calibrate`` suggests
-  for the target p (``fspo_verl.diagnostics.calibration.suggest_fspo_constants`` with mu = 0).
+  for the target p (``fspo_verl.analysis.calibration.suggest_fspo_constants`` with mu = 0).
 
 Degenerate updates: on the first mini-batch of a step the policy is the rollout policy, d = 0 and S_i = 0.
 An update whose per-token scale sqrt(sum_i e_i^2 / sum_i L_i) is below ``tol`` (over all ranks) leaves the
@@ -64,8 +64,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fspo_verl.diagnostics.calibration import tail_quantile
-from fspo_verl.diagnostics.length_bins import bin_index
+from fspo_verl.losses.length_bins import bin_index
+from fspo_verl.losses.normal import tail_quantile
 
 #: alpha is clamped to this range (our choice: a spread shrinking with length or growing faster than L^4 is
 #: not a length law we trust to extrapolate)

@@ -35,9 +35,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fspo_verl.config import FSPOPolicyLossConfig
-from fspo_verl.losses._sequence import MAX_LOG_RATIO, SequenceBatch, aggregate, loss_hparams, loss_metrics
-from fspo_verl.registry_guard import register_policy_loss_once
+from fspo_verl.common.registry_guard import register_policy_loss_once
+from fspo_verl.losses._sequence import (
+    MAX_LOG_RATIO,
+    SequenceBatch,
+    aggregate,
+    loss_hparams,
+    loss_metrics,
+)
+from fspo_verl.losses.config import FSPOPolicyLossConfig
 
 #: relative gap between w_i/g(1) and GSPO's ratio above which a sequence counts as gated
 GATED_TOLERANCE = 0.01

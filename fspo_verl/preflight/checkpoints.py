@@ -40,10 +40,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
+from fspo_verl.common.critic import critic_used
 from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 TRACKER = "latest_checkpointed_iteration.txt"
 STEP_DIR = re.compile(r"^global_step_(\d+)$")
@@ -115,12 +116,7 @@ def step_dirs(root: Path) -> dict[int, Path]:
 
 
 def _parts(config: DictConfig) -> tuple[str, ...]:
-    from fspo_verl.preflight.sections import _critic_used
-
-    try:
-        return ("actor", "critic") if _critic_used(config) else ("actor",)
-    except Exception:  # noqa: BLE001 - the keys need_critic reads are broken; other checks name them
-        return ("actor",)
+    return ("actor", "critic") if critic_used(config) else ("actor",)
 
 
 def _fallback(root: Path, below: int, parts: tuple[str, ...]) -> Path | None:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 FILE_KEYS = ("data.train_files", "data.val_files")
 #: what RLHFDataset reads (``_read_files_and_tokenize``): by extension

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from fspo_verl.checks import Findings
+from fspo_verl.preflight.registry import Findings
 
 ENV = "FSPO_VERL_FILES_ELSEWHERE"
 

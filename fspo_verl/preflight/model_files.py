@@ -22,10 +22,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
+from fspo_verl.common.critic import critic_used
 from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import error_text, problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 #: a Hugging Face Hub id: owner/name, nothing else (no leading ./ or /, no scheme)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -52,11 +53,6 @@ def local_model_dir(path: Any) -> Path | None:
         return None
     return Path(os.path.expanduser(path.removeprefix("file://")))
 
-
-def _critic_used(config: DictConfig) -> bool:
-    from fspo_verl.preflight.sections import _critic_used as used
-
-    return used(config)
 
 
 def model_problems(config: DictConfig, section: str) -> Findings:
@@ -161,7 +157,7 @@ def _build(config: DictConfig, section: str) -> list[str]:
 def check_model_files(config: DictConfig) -> Findings:
     found = Findings()
     for section in MODEL_SECTIONS:
-        if section == "critic.model" and not _critic_used(config):
+        if section == "critic.model" and not critic_used(config, unreadable=None):
             continue
         found.extend(model_problems(config, section))
     return found

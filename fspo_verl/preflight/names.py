@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, ListConfig
 
 from fspo_verl import _registration
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.messages import closest, problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 PLUGIN_ENV = "VERL_USE_EXTERNAL_PLUGINS"
 ENTRY_POINT = "fspo_verl"

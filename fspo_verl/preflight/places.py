@@ -25,10 +25,10 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.locality import report_missing
 from fspo_verl.preflight.messages import problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 #: (key, what is written there, whether null means "not written")
 DIRECTORIES: tuple[tuple[str, str, bool], ...] = (

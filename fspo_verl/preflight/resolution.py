@@ -13,8 +13,8 @@ import copy
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fspo_verl.checks import Findings, register_check
 from fspo_verl.preflight.messages import error_text, problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 FIX = ("give the key a plain value, or an interpolation whose result is a config node: a list or dict default "
        "inside a resolver needs ${oc.create:...}, e.g. ${oc.select:other.key,${oc.create:[1,2]}}")

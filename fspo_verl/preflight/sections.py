@@ -19,6 +19,7 @@ that model is local.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import types
@@ -30,9 +31,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
+from fspo_verl.common.critic import critic_used
 from fspo_verl.preflight.messages import closest, error_text, problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 TARGET = "_target_"
 MODEL_CONFIG_CLASS = "HFModelConfig"
@@ -46,14 +48,6 @@ def _ref_used(config: DictConfig) -> bool:
     from verl.trainer.ppo.utils import need_reference_policy
 
     return bool(need_reference_policy(config))
-
-
-def _critic_used(config: DictConfig) -> bool:
-    from verl.trainer.ppo.utils import need_critic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bool(need_critic(config))
 
 
 def _distillation_used(config: DictConfig) -> bool:
@@ -86,7 +80,7 @@ SECTIONS: tuple[Section, ...] = (
         ),
     ),
     Section("actor_rollout_ref.rollout"),
-    Section("critic", when=_critic_used),
+    Section("critic", when=functools.partial(critic_used, unreadable=None)),
     Section("algorithm"),
     Section("distillation", when=_distillation_used),
     Section("trainer.v1.separate_async.hybrid_rollout"),

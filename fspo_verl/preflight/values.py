@@ -31,9 +31,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from fspo_verl.checks import Findings, register_check
-from fspo_verl.config_lookup import config_value
+from fspo_verl.common.config_lookup import config_value
 from fspo_verl.preflight.messages import problem, sourced_problem
+from fspo_verl.preflight.registry import Findings, register_check
 
 ACTOR = "actor_rollout_ref.actor"
 ROLLOUT = "actor_rollout_ref.rollout"
@@ -163,7 +163,7 @@ def domain_problems(config: DictConfig) -> Findings:
 
 
 def _downsampling(config: DictConfig) -> bool:
-    from fspo_verl.pods_config import pods_enabled
+    from fspo_verl.downsampling.settings import pods_enabled
 
     return bool(pods_enabled(config))
 
@@ -171,7 +171,7 @@ def _downsampling(config: DictConfig) -> bool:
 def batch_holds_whole_mini_batches(config: DictConfig) -> list[str]:
     """A step's batch is cut into mini-batches of ppo_mini_batch_size prompts: verl refuses a mini-batch larger
     than the batch in its own words, and silently makes the last update smaller when it does not divide it.
-    (With PODS/GFPO down-sampling the geometry is checked in samples by ``fspo_verl.pods_config``.)"""
+    (With PODS/GFPO down-sampling the geometry is checked in samples by ``fspo_verl.downsampling.settings``.)"""
     batch = config_value(config, "data.train_batch_size")
     mini = config_value(config, f"{ACTOR}.ppo_mini_batch_size")
     if not (_is_int(batch) and _is_int(mini) and batch >= 1 and mini >= 1) or _downsampling(config):

@@ -4,7 +4,7 @@ Hydra's basic sweeper expands ``a=1,2 b=x,y`` into the cartesian product and han
 it checks only that each job composes, batch by batch, and stops at the first batch with a failed job. This
 one, for every launcher (basic, submitit_local, submitit_slurm, ...):
 
-1. composes every job of the sweep and runs the driver checks (``fspo_verl.app.job_findings``) on each,
+1. composes every job of the sweep and runs the driver checks (``fspo_verl.cli.app.job_findings``) on each,
    before launching any: one bad combination stops the sweep while nothing has started, with every problem
    of every job printed;
 2. launches the jobs and collects every outcome: a failed job is recorded, the others run and keep their
@@ -37,7 +37,7 @@ class CheckedSweeper(BasicSweeper):
 
     def check_all(self, jobs: list[list[str]]) -> int:
         """Compose and check every job; print every problem; returns how many jobs fail."""
-        from fspo_verl.app import job_findings, print_findings
+        from fspo_verl.cli.app import job_findings, print_findings
 
         failing = 0
         for num, overrides in enumerate(jobs):
@@ -55,7 +55,7 @@ class CheckedSweeper(BasicSweeper):
         return failing
 
     def sweep(self, arguments: list[str]) -> Any:
-        from fspo_verl.app import OUTCOMES
+        from fspo_verl.cli.app import OUTCOMES
 
         batches = self.jobs(arguments)
         if self.check_all([job for batch in batches for job in batch]):
@@ -90,7 +90,7 @@ def _record(num: int, overrides: list[str], result: Any) -> dict:
 
 
 def _summarise(sweep_dir: Path, records: list[dict]) -> None:
-    from fspo_verl.app import first_line
+    from fspo_verl.cli.app import first_line
 
     print(f"\nfspo-verl train: sweep of {len(records)} job(s) in {sweep_dir}")
     for record in records:

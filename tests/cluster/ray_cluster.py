@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: logical resources of each node: enough for the CPU preset's 1 FSDP worker per node plus TransferQueue
-#: storage units, controller and head-room (fspo_verl.cpu.checks.required_logical_cpus), spread over nodes
+#: storage units, controller and head-room (fspo_verl.preflight.cpu.required_logical_cpus), spread over nodes
 NODE_CPUS = 6
 NODE_GPUS = 1
 #: our choice: the object store is plasma shared memory; small, because many tests share a 24 GB host

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.analysis.run_log import read_run
 
 pytestmark = pytest.mark.timeout(1500)
 

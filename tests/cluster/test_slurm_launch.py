@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.analysis.run_log import read_run
 
 pytest.register_assert_rewrite("cluster.slurm_cluster")  # it is also the plugin below
 from cluster.ray_cluster import free_ports

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from e2e.cpu_run import LEAN_JOB
-from fspo_verl.diagnostics.run_log import read_run
+
+from fspo_verl.analysis.run_log import read_run
 
 try:
     from cluster.slurm_cluster import SlurmCluster  # noqa: F401 - the fixture's module

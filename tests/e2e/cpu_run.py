@@ -9,12 +9,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fspo_verl.analysis.run_log import read_run
+from fspo_verl.cli.run_dir import reserve_run
 from fspo_verl.cpu import CPU_ENVIRONMENT
-from fspo_verl.cpu.hf_server import DIGEST_DIR_ENV
 from fspo_verl.demo import ensure_assets
 from fspo_verl.demo.overrides import demo_overrides
-from fspo_verl.diagnostics.run_log import read_run
-from fspo_verl.run_dir import reserve_run
+from fspo_verl.rollout_hf.server import DIGEST_DIR_ENV
 
 #: per run: startup (~45 s on 2 idle cores) + a few steps; generous because CI machines are shared
 RUN_TIMEOUT_S = 420

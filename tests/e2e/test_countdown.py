@@ -8,10 +8,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from e2e.cpu_run import FSPO, assert_finite, assert_succeeded, fspo_verl_train, run_cpu_demo
+from e2e.cpu_run import (
+    FSPO,
+    assert_finite,
+    assert_succeeded,
+    fspo_verl_train,
+    run_cpu_demo,
+)
+from fspo_verl.analysis.run_log import read_run
 from fspo_verl.demo.overrides import task_policy_loss
-from fspo_verl.diagnostics.length_bins import bin_names
-from fspo_verl.diagnostics.run_log import read_run
+from fspo_verl.losses.length_bins import bin_names
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -55,7 +55,7 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
     actor = {}
     for shard in (ckpt / "actor" / "huggingface").glob("*.safetensors"):
         actor.update(load_file(shard))
-    from fspo_verl.cpu.hf_server import tensor_digest
+    from fspo_verl.rollout_hf.server import tensor_digest
 
     actor_digests = {name: tensor_digest(t) for name, t in actor.items()}
     records = [json.loads(p.read_text()) for p in (tmp_path / "server_digests").glob("replica*_step2.json")]
@@ -71,7 +71,7 @@ def test_fspo_trains_syncs_weights_checkpoints_and_resumes(tmp_path, cache_dir):
     # `fspo-verl plot` turns this real run's JSONL into the three PNGs, the per-bin clip rate included
     from test_plotting import assert_valid_png
 
-    from fspo_verl.diagnostics.plotting import plot_run
+    from fspo_verl.analysis.plotting import plot_run
 
     written = plot_run(tmp_path / "metrics_0.jsonl", tmp_path / "plots")
     assert sorted(written) == ["clip_rate_by_length.png", "response_length.png", "reward.png"], written
@@ -182,7 +182,7 @@ def test_pods_downsampling_keeps_m_of_n(tmp_path, cache_dir):
 def test_a_frozen_server_is_caught(tmp_path, cache_dir):
     """Negative control for the on-policy check: a server that ignores weight syncs generates from the initial
     weights, so after the first update its token probabilities differ from the actor's."""
-    from fspo_verl.cpu.hf_server import FREEZE_ENV
+    from fspo_verl.rollout_hf.server import FREEZE_ENV
 
     extra = [*FSPO, "trainer.val_before_train=false"]
     result = run_cpu_demo(tmp_path, cache_dir, steps=2, extra=extra, env_extra={FREEZE_ENV: "1"})

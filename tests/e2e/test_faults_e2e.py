@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from e2e.cpu_run import LEAN_JOB
-from fspo_verl.diagnostics.run_log import read_run
-from fspo_verl.run_dir import LOCK_FILE
+from fspo_verl.analysis.run_log import read_run
+from fspo_verl.cli.run_dir import LOCK_FILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _bad_inputs import unknown_dtype
+
 from e2e.cpu_run import LEAN_JOB, fspo_verl_train
+from fspo_verl.analysis.run_log import read_run
 from fspo_verl.demo import ensure_assets
-from fspo_verl.diagnostics.run_log import read_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
