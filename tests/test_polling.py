@@ -73,7 +73,9 @@ def _trainer(poll_interval=None, custom_sampler: str | None = None, mode: str = 
 def test_wrapper_is_installed_on_verls_trainer() -> None:
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    assert getattr(PPOTrainer._build_replay_buffer, "_fspo_poll_patched", False)
+    from fspo_verl._verl_internals import is_patched
+
+    assert is_patched(PPOTrainer._build_replay_buffer)
 
 
 @pytest.mark.parametrize("mode", ["sync", "colocate_async"])
