@@ -68,9 +68,10 @@ def test_cpu_platform_is_never_auto_detected():
         import json, verl
         import verl.utils.distributed as dist
         from verl.plugin.platform.platform_manager import PlatformRegistry
+        from fspo_verl._verl_internals import is_patched
         print(json.dumps({"registered": "cpu" in PlatformRegistry.registered_names(),
                           "detected": PlatformRegistry.get("cpu")().is_platform_available(use_smi_check=True),
-                          "patched": getattr(dist.initialize_global_process_group_ray, "_fspo_cpu_patched", False)}))
+                          "patched": is_patched(dist.initialize_global_process_group_ray)}))
         """,
         platform=None,
     )
@@ -147,12 +148,13 @@ def test_worker_bundles_hold_one_logical_cpu_and_one_logical_gpu():
             f"""
         import json, ray, verl
         from verl.single_controller.ray.base import RayResourcePool
+        from fspo_verl._verl_internals import is_patched
         ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, _temp_dir={temp_dir!r})
         try:
             pool = RayResourcePool(process_on_nodes=[1, 1], use_gpu=True, max_colocate_count=3)
             pgs = pool.get_placement_groups()
             print(json.dumps({{"bundles": [pg.bundle_specs for pg in pgs], "colocate": pool.max_colocate_count,
-                              "patched": getattr(RayResourcePool.get_placement_groups, "_fspo_cpu_patched", False)}}))
+                              "patched": is_patched(RayResourcePool.get_placement_groups)}}))
         finally:
             ray.shutdown()
         """

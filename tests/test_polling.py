@@ -1,4 +1,4 @@
-"""trainer.v1.sampler.poll_interval reaches every V1 replay buffer verl's trainer builds (fspo_verl.downsampling.polling).
+"""trainer.v1.sampler.poll_interval reaches every V1 replay buffer verl's trainer builds (fspo_verl.downsampling.rules.polling).
 
 The buffers are built by verl's real ``PPOTrainer._build_replay_buffer`` (on a trainer object whose
 ``__init__`` is skipped: building the buffer needs only the config); ``sample()`` runs verl's real loop
@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import fspo_verl  # noqa: F401  (registers the wrapper, as `import verl` does through the plugin entry point)
-from fspo_verl.downsampling.polling import (
+from fspo_verl.downsampling.rules.polling import (
     DEFAULT_POLL_INTERVAL_S,
     POLL_INTERVAL_KEY,
     poll_interval_error,
@@ -60,7 +60,7 @@ def _trainer(poll_interval=None, custom_sampler: str | None = None, mode: str = 
         "sampler_kwargs": {},
     }
     if custom_sampler:
-        sampler["custom_sampler"] = {"path": "pkg://fspo_verl.pods", "name": custom_sampler}
+        sampler["custom_sampler"] = {"path": "pkg://fspo_verl.downsampling.replay_buffer", "name": custom_sampler}
         sampler["sampler_kwargs"] = {"keep": 2}
     if poll_interval is not None:
         sampler["poll_interval"] = poll_interval
@@ -77,7 +77,9 @@ def _trainer(poll_interval=None, custom_sampler: str | None = None, mode: str = 
 def test_wrapper_is_installed_on_verls_trainer() -> None:
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    assert getattr(PPOTrainer._build_replay_buffer, "_fspo_poll_patched", False)
+    from fspo_verl._verl_internals import is_patched
+
+    assert is_patched(PPOTrainer._build_replay_buffer)
 
 
 @pytest.mark.parametrize("mode", ["sync", "colocate_async"])
@@ -127,7 +129,7 @@ def test_fit_makes_the_buffer_wait_on_a_managers_rollout_progress() -> None:
     least the fallback timeout), not to time.sleep; a manager without one leaves verl's wait alone."""
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    from fspo_verl.downsampling.polling import PROGRESS_FALLBACK_S
+    from fspo_verl.downsampling.rules.polling import PROGRESS_FALLBACK_S
 
     waits = []
 

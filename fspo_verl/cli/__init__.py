@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fspo_verl.cli.app:train_main", "the Hydra application: presets + overrides, sweeps (-m), launchers; checks, then verl's V1 trainer"),
     "validate": ("fspo_verl.cli.validate:validate_main", "compose and check only; print the resolved config or every problem"),
     "list": ("fspo_verl.cli.validate:list_main", "the presets of each config group and the registered names"),
-    "doctor": ("fspo_verl.cli.doctor:main", "check that a bare `import verl` registers every fspo_verl name; --gpu: also this node's GPU"),
+    "doctor": ("fspo_verl.cli.doctor:main", "check that a bare `import verl` registers every fspo_verl name and has every verl internal we use; --gpu: also this node's GPU"),
     "fairness": ("fspo_verl.analysis.fairness_cli:main", "clip rate per response-length bin (simulate) and FSPO constants (calibrate)"),
     "plot": ("fspo_verl.analysis.plotting:main", "PNGs of a run (its JSONL or directory), or one figure per metric comparing a sweep's jobs"),
 }

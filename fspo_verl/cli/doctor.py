@@ -3,7 +3,8 @@
 verl loads plugins inside ``import verl`` and swallows their import errors at DEBUG level, so a broken
 install removes every registration without a word. The doctor reproduces exactly what a Ray worker does,
 in a fresh interpreter: ``import verl`` alone. It then reports the verl version, whether our entry point
-loaded, each expected name and whether it is present, and on failure the import error verl hid.
+loaded, each expected name and whether it is present, and on failure the import error verl hid; then whether
+every verl name we patch or read privately exists (:mod:`fspo_verl._verl_internals`), naming the first that does not.
 Exit status: 0 when everything is present, 1 otherwise.
 
 ``fspo-verl doctor --gpu`` then checks the node's GPU (:mod:`fspo_verl.cli.gpu_doctor`): CUDA, NCCL, our losses on
@@ -17,6 +18,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+from fspo_verl import _verl_internals
 
 # Runs in a fresh interpreter; prints one JSON object on its last line.
 _PROBE = r"""
@@ -79,6 +82,7 @@ def healthy(report: dict) -> bool:
         and "expected" in report
         and all(ok for _, _, ok in report["expected"])
         and not report.get("optional_errors")
+        and not report.get("verl_internals_missing")
     )
 
 
@@ -102,6 +106,8 @@ def format_report(report: dict) -> str:
         out.append(f"optional component {module} failed:\n{err}")
     if report.get("registration_error"):
         out.append("could not read fspo_verl's registrations:\n" + report["registration_error"])
+    if "verl_internals_missing" in report:
+        out.append(_verl_internals.report_line(report["verl_internals_missing"], report["verl_version"]))
     out.append("doctor: all good" if healthy(report) else "doctor: PROBLEMS FOUND")
     return "\n".join(out)
 
@@ -119,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fspo-verl doctor: unknown argument(s) {' '.join(unknown)}\n{USAGE}", file=sys.stderr)
         return 2
     report = probe()
+    if "verl_version" in report:  # the verl names we patch or read privately (fspo_verl._verl_internals)
+        report["verl_internals_missing"] = _verl_internals.missing_targets()
     print(format_report(report))
     status = 0 if healthy(report) else 1
     if "--gpu" in args:

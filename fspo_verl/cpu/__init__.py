@@ -18,6 +18,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
+from fspo_verl._verl_internals import is_patched, patch_once
 from fspo_verl.common.ray_cluster import (
     ClusterUnreachable,
     drop_local_only_ray_init,
@@ -115,7 +116,7 @@ def check_for_ray(config: DictConfig) -> dict[str, float] | None:
 def _hook_validate_config(config_module: ModuleType) -> None:
     """Run :func:`check_cpu_config` first inside verl's driver-side ``validate_config``."""
     original = config_module.validate_config
-    if getattr(original, "_fspo_cpu_patched", False):
+    if is_patched(original):
         return
 
     @functools.wraps(original)
@@ -123,8 +124,7 @@ def _hook_validate_config(config_module: ModuleType) -> None:
         check_for_ray(config)
         return original(config, *args, **kwargs)
 
-    validate_config._fspo_cpu_patched = True
-    config_module.validate_config = validate_config
+    patch_once(config_module, "validate_config", lambda _verls: validate_config)
 
 
 def register() -> None:

@@ -27,6 +27,7 @@ import functools
 from types import ModuleType
 from typing import Any
 
+from fspo_verl._verl_internals import is_patched, mark_patched, patch_once
 from fspo_verl.common.import_hooks import when_imported
 
 #: training-engine backends that run on CPU (FSDP2 over gloo). FSDP1 imports too, but its
@@ -57,7 +58,7 @@ def _default_backend() -> str:
 def _patch_distributed(dist_utils: ModuleType) -> None:
     """Make verl's process-group initialisers use :func:`process_group_backend` when no backend is given."""
     original_ray = dist_utils.initialize_global_process_group_ray
-    if getattr(original_ray, "_fspo_cpu_patched", False):
+    if is_patched(original_ray):
         return
 
     @functools.wraps(original_ray)
@@ -77,44 +78,40 @@ def _patch_distributed(dist_utils: ModuleType) -> None:
         )
         return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
-    initialize_global_process_group_ray._fspo_cpu_patched = True
-    dist_utils.initialize_global_process_group_ray = initialize_global_process_group_ray
-    dist_utils.initialize_global_process_group = initialize_global_process_group
+    patch_once(dist_utils, "initialize_global_process_group_ray", lambda _verls: initialize_global_process_group_ray)
+    patch_once(dist_utils, "initialize_global_process_group", lambda _verls: initialize_global_process_group)
     # modules that imported the name before this hook ran (``from ... import`` binds early)
     import sys
 
     for name in ("verl.workers.engine_workers", "verl.checkpoint_engine.base", "verl.trainer.sft_trainer"):
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "initialize_global_process_group_ray"):
-            module.initialize_global_process_group_ray = initialize_global_process_group_ray
+            patch_once(module, "initialize_global_process_group_ray", lambda _early: initialize_global_process_group_ray)
 
 
 def _cpu_offload_policy_without_pinning(policy_cls: type) -> type:
     """A ``CPUOffloadPolicy`` subclass whose ``pin_memory`` is always False (pinning needs an accelerator)."""
-    if getattr(policy_cls, "_fspo_cpu_patched", False):
+    if is_patched(policy_cls):
         return policy_cls
 
     class CPUOffloadPolicyNoPin(policy_cls):  # type: ignore[misc, valid-type]
-        _fspo_cpu_patched = True
-
         def __init__(self, pin_memory: bool = False, **kwargs: Any) -> None:
             super().__init__(pin_memory=False, **kwargs)
 
     CPUOffloadPolicyNoPin.__name__ = CPUOffloadPolicyNoPin.__qualname__ = "CPUOffloadPolicy"
-    return CPUOffloadPolicyNoPin
+    return mark_patched(CPUOffloadPolicyNoPin)
 
 
 def _patch_offload_policy(module: ModuleType) -> None:
-    policy_cls = getattr(module, "CPUOffloadPolicy", None)
-    if policy_cls is not None:
-        module.CPUOffloadPolicy = _cpu_offload_policy_without_pinning(policy_cls)
+    if getattr(module, "CPUOffloadPolicy", None) is not None:
+        patch_once(module, "CPUOffloadPolicy", _cpu_offload_policy_without_pinning)
 
 
 def _patch_engine_registry(engine_base: ModuleType) -> None:
     """On cpu, resolve FSDP engines through their cuda registration, and unpin their offload policy."""
     registry = engine_base.EngineRegistry
     original = registry.get_engine_cls.__func__
-    if getattr(original, "_fspo_cpu_patched", False):
+    if is_patched(original):
         return
 
     @functools.wraps(original)
@@ -132,8 +129,7 @@ def _patch_engine_registry(engine_base: ModuleType) -> None:
         _patch_offload_policy(sys.modules[engine_cls.__module__])
         return engine_cls
 
-    get_engine_cls._fspo_cpu_patched = True
-    registry.get_engine_cls = classmethod(get_engine_cls)
+    patch_once(registry, "get_engine_cls", lambda _verls: get_engine_cls)  # stays a classmethod
 
 
 #: logical CPUs in each worker's placement bundle on the cpu platform (see fix 4 in the module docstring)
@@ -148,7 +144,7 @@ def _patch_placement_groups(ray_base: ModuleType) -> None:
     """
     pool_cls = ray_base.RayResourcePool
     original = pool_cls.get_placement_groups
-    if getattr(original, "_fspo_cpu_patched", False):
+    if is_patched(original):
         return
 
     @functools.wraps(original)
@@ -164,8 +160,7 @@ def _patch_placement_groups(ray_base: ModuleType) -> None:
         finally:
             self.max_colocate_count = colocate
 
-    get_placement_groups._fspo_cpu_patched = True
-    pool_cls.get_placement_groups = get_placement_groups
+    patch_once(pool_cls, "get_placement_groups", lambda _verls: get_placement_groups)
 
 
 def install_cpu_patches() -> None:

@@ -35,11 +35,11 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from fspo_verl._verl_internals import is_patched, patch_once
 from fspo_verl.losses.length_bins import BIN_KEY
 
 TARGET_MODULE = "verl.utils.tracking"
 SUFFIXES = ("length_reweighting_error", "clip_rate_sd_across_bins", "clip_rate_cv_across_bins")
-_MARK = "_fspo_verl_length_fairness"
 
 
 def length_fairness(seqs: list[float], clipped: list[float]) -> dict[str, float]:
@@ -79,7 +79,7 @@ def step_fairness(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def _patch(module: ModuleType) -> None:
     tracking = getattr(module, "Tracking", None)
-    if tracking is None or getattr(tracking.log, _MARK, False):
+    if tracking is None or is_patched(tracking.log):
         return
     original = tracking.log
 
@@ -91,14 +91,13 @@ def _patch(module: ModuleType) -> None:
                 data = {**data, **extra}
         return original(self, data=data, step=step, backend=backend)
 
-    setattr(log, _MARK, True)
-    tracking.log = log
+    patch_once(tracking, "log", lambda _verls: log)
 
 
 def installed() -> bool:
     """Whether ``verl.utils.tracking`` is imported and its ``Tracking.log`` adds the fairness numbers."""
     module = sys.modules.get(TARGET_MODULE)
-    return module is not None and bool(getattr(getattr(getattr(module, "Tracking", None), "log", None), _MARK, False))
+    return module is not None and is_patched(getattr(getattr(module, "Tracking", None), "log", None))
 
 
 def register() -> None:

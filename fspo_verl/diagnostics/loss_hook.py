@@ -36,6 +36,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from fspo_verl._verl_internals import is_patched, patch_once
 from fspo_verl.diagnostics.clip_rates import sequence_clipped
 from fspo_verl.losses.config import FSPOPolicyLossConfig
 from fspo_verl.losses.length_bins import bin_metrics
@@ -97,21 +98,20 @@ def _patch(module: ModuleType) -> None:
             f"{module.__name__} has no get_policy_loss_fn: this verl's ppo_loss looks its loss up differently, "
             "so fspo_verl cannot add per-length-bin clip metrics to verl's built-in losses (pin verl==0.9.1)"
         )
-    if getattr(original, _MARK, False):
+    if is_patched(original):
         return
 
     @functools.wraps(original)
     def get_policy_loss_fn(name: str) -> Callable:
         return with_length_bins(original(name), name)
 
-    setattr(get_policy_loss_fn, _MARK, True)
-    module.get_policy_loss_fn = get_policy_loss_fn
+    patch_once(module, "get_policy_loss_fn", lambda _verls: get_policy_loss_fn)
 
 
 def installed() -> bool:
     """Whether ``verl.workers.utils.losses`` is imported and its loss lookup goes through the hook."""
     module = sys.modules.get(TARGET_MODULE)
-    return module is not None and bool(getattr(getattr(module, "get_policy_loss_fn", None), _MARK, False))
+    return module is not None and is_patched(getattr(module, "get_policy_loss_fn", None))
 
 
 def register() -> None:

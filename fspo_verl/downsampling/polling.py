@@ -41,6 +41,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from fspo_verl._verl_internals import is_patched, patch_once
 from fspo_verl.common.config_lookup import config_value
 
 POLL_INTERVAL_KEY = "trainer.v1.sampler.poll_interval"
@@ -83,7 +84,7 @@ def _hook_trainer(trainer_base: ModuleType) -> None:
     """Wrap ``PPOTrainer._build_replay_buffer``: set the configured ``poll_interval`` on the built buffer."""
     trainer_cls = trainer_base.PPOTrainer
     original = trainer_cls._build_replay_buffer
-    if getattr(original, "_fspo_poll_patched", False):
+    if is_patched(original):
         return
 
     @functools.wraps(original)
@@ -94,8 +95,7 @@ def _hook_trainer(trainer_base: ModuleType) -> None:
             buffer.poll_interval = interval
         return buffer
 
-    _build_replay_buffer._fspo_poll_patched = True
-    trainer_cls._build_replay_buffer = _build_replay_buffer
+    patch_once(trainer_cls, "_build_replay_buffer", lambda _verls: _build_replay_buffer)
     _hook_fit(trainer_cls)
 
 
@@ -131,7 +131,7 @@ def _hook_fit(trainer_cls: type) -> None:
     """Wrap ``PPOTrainer.fit(agent_loop_manager)``: a manager that offers a rollout-progress waiter gets the
     trainer's replay buffer waiting on it (:func:`wait_on_rollout_progress`)."""
     original = trainer_cls.fit
-    if getattr(original, "_fspo_progress_patched", False):
+    if is_patched(original):
         return
 
     @functools.wraps(original)
@@ -142,8 +142,7 @@ def _hook_fit(trainer_cls: type) -> None:
             wait_on_rollout_progress(buffer, offer())
         return original(self, agent_loop_manager, *args, **kwargs)
 
-    fit._fspo_progress_patched = True
-    trainer_cls.fit = fit
+    patch_once(trainer_cls, "fit", lambda _verls: fit)
 
 
 def register() -> None:
