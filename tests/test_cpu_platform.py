@@ -68,7 +68,7 @@ def test_cpu_platform_is_never_auto_detected():
         import json, verl
         import verl.utils.distributed as dist
         from verl.plugin.platform.platform_manager import PlatformRegistry
-        from fspo_verl._verl_internals import is_patched
+        from fspo_verl.common.verl_internals import is_patched
         print(json.dumps({"registered": "cpu" in PlatformRegistry.registered_names(),
                           "detected": PlatformRegistry.get("cpu")().is_platform_available(use_smi_check=True),
                           "patched": is_patched(dist.initialize_global_process_group_ray)}))
@@ -148,7 +148,7 @@ def test_worker_bundles_hold_one_logical_cpu_and_one_logical_gpu():
             f"""
         import json, ray, verl
         from verl.single_controller.ray.base import RayResourcePool
-        from fspo_verl._verl_internals import is_patched
+        from fspo_verl.common.verl_internals import is_patched
         ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, _temp_dir={temp_dir!r})
         try:
             pool = RayResourcePool(process_on_nodes=[1, 1], use_gpu=True, max_colocate_count=3)

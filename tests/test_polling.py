@@ -1,4 +1,4 @@
-"""trainer.v1.sampler.poll_interval reaches every V1 replay buffer verl's trainer builds (fspo_verl.downsampling.rules.polling).
+"""trainer.v1.sampler.poll_interval reaches every V1 replay buffer verl's trainer builds (fspo_verl.downsampling.polling).
 
 The buffers are built by verl's real ``PPOTrainer._build_replay_buffer`` (on a trainer object whose
 ``__init__`` is skipped: building the buffer needs only the config); ``sample()`` runs verl's real loop
@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import fspo_verl  # noqa: F401  (registers the wrapper, as `import verl` does through the plugin entry point)
-from fspo_verl.downsampling.rules.polling import (
+from fspo_verl.downsampling.polling import (
     DEFAULT_POLL_INTERVAL_S,
     POLL_INTERVAL_KEY,
     poll_interval_error,
@@ -77,7 +77,7 @@ def _trainer(poll_interval=None, custom_sampler: str | None = None, mode: str = 
 def test_wrapper_is_installed_on_verls_trainer() -> None:
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    from fspo_verl._verl_internals import is_patched
+    from fspo_verl.common.verl_internals import is_patched
 
     assert is_patched(PPOTrainer._build_replay_buffer)
 
@@ -129,7 +129,7 @@ def test_fit_makes_the_buffer_wait_on_a_managers_rollout_progress() -> None:
     least the fallback timeout), not to time.sleep; a manager without one leaves verl's wait alone."""
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    from fspo_verl.downsampling.rules.polling import PROGRESS_FALLBACK_S
+    from fspo_verl.downsampling.polling import PROGRESS_FALLBACK_S
 
     waits = []
 

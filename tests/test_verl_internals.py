@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fspo_verl import _verl_internals as vi
-from fspo_verl import doctor
-from fspo_verl._verl_internals import (
+from fspo_verl.common import verl_internals as vi
+from fspo_verl.cli import doctor
+from fspo_verl.common.verl_internals import (
     TABLE,
     Internal,
     is_patched,
@@ -140,7 +140,7 @@ def test_every_private_verl_import_and_hooked_module_is_in_the_table():
 def test_one_already_patched_idiom():
     """No patch site keeps a marker of its own: the old per-site markers and hand-set marks are gone."""
     for module, (text, _) in SOURCES.items():
-        if module == "fspo_verl._verl_internals":
+        if module == "fspo_verl.common.verl_internals":
             continue
         assert not re.search(r"_fspo_\w*patched", text), module
         assert not re.search(r"setattr\([^)]*,\s*True\)", text), module

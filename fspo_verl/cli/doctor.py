@@ -4,7 +4,7 @@ verl loads plugins inside ``import verl`` and swallows their import errors at DE
 install removes every registration without a word. The doctor reproduces exactly what a Ray worker does,
 in a fresh interpreter: ``import verl`` alone. It then reports the verl version, whether our entry point
 loaded, each expected name and whether it is present, and on failure the import error verl hid; then whether
-every verl name we patch or read privately exists (:mod:`fspo_verl._verl_internals`), naming the first that does not.
+every verl name we patch or read privately exists (:mod:`fspo_verl.common.verl_internals`), naming the first that does not.
 Exit status: 0 when everything is present, 1 otherwise.
 
 ``fspo-verl doctor --gpu`` then checks the node's GPU (:mod:`fspo_verl.cli.gpu_doctor`): CUDA, NCCL, our losses on
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from fspo_verl import _verl_internals
+from fspo_verl.common import verl_internals as _verl_internals
 
 # Runs in a fresh interpreter; prints one JSON object on its last line.
 _PROBE = r"""
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fspo-verl doctor: unknown argument(s) {' '.join(unknown)}\n{USAGE}", file=sys.stderr)
         return 2
     report = probe()
-    if "verl_version" in report:  # the verl names we patch or read privately (fspo_verl._verl_internals)
+    if "verl_version" in report:  # the verl names we patch or read privately (fspo_verl.common.verl_internals)
         report["verl_internals_missing"] = _verl_internals.missing_targets()
     print(format_report(report))
     status = 0 if healthy(report) else 1

@@ -18,7 +18,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from fspo_verl._verl_internals import is_patched, patch_once
+from fspo_verl.common.verl_internals import is_patched, patch_once
 from fspo_verl.common.ray_cluster import (
     ClusterUnreachable,
     drop_local_only_ray_init,

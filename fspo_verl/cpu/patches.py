@@ -27,7 +27,7 @@ import functools
 from types import ModuleType
 from typing import Any
 
-from fspo_verl._verl_internals import is_patched, mark_patched, patch_once
+from fspo_verl.common.verl_internals import is_patched, mark_patched, patch_once
 from fspo_verl.common.import_hooks import when_imported
 
 #: training-engine backends that run on CPU (FSDP2 over gloo). FSDP1 imports too, but its

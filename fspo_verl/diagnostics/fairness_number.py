@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from fspo_verl._verl_internals import is_patched, patch_once
+from fspo_verl.common.verl_internals import is_patched, patch_once
 from fspo_verl.losses.length_bins import BIN_KEY
 
 TARGET_MODULE = "verl.utils.tracking"

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from fspo_verl._verl_internals import is_patched, patch_once
+from fspo_verl.common.verl_internals import is_patched, patch_once
 from fspo_verl.diagnostics.clip_rates import sequence_clipped
 from fspo_verl.losses.config import FSPOPolicyLossConfig
 from fspo_verl.losses.length_bins import bin_metrics

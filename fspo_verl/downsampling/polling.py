@@ -41,7 +41,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from fspo_verl._verl_internals import is_patched, patch_once
+from fspo_verl.common.verl_internals import is_patched, patch_once
 from fspo_verl.common.config_lookup import config_value
 
 POLL_INTERVAL_KEY = "trainer.v1.sampler.poll_interval"
