@@ -179,3 +179,32 @@ def test_a_sweep_is_read_from_its_jobs_json_grouped_by_algorithm(runs, tmp_path,
     assert comparison.main(["--sweep", str(sweep), "--out", str(tmp_path / "cmp")]) == 2
     with pytest.raises(FileNotFoundError, match="jobs.json"):
         comparison.runs_from_sweep(tmp_path)
+
+
+def test_reward_gain_over_seeds_off_policy_rate_and_fspo_adaptive_targets(runs, tmp_path):
+    """fspo's two seeds, each shorter than two 5-step windows: run 1 rewards 0.1, 0.3 (first 5 = last 5 = 0.2,
+    gain 0), run 2 one step (gain 0): mean 0, sd 0. Ten steps 0.0..0.9 give first 5 = 0.2, last 5 = 0.7, gain 0.5;
+    with the 0-gain run, mean 0.25 and sd sqrt(2 * 0.25^2) = 0.3536. An fspo_adaptive run whose config_0.yaml says 64/16 x 1 epoch
+    (4 updates a step, 3 off-policy) and a target of 0.5: off-policy rate = overall / 0.75."""
+    summary = comparison.summarize(runs, min_seqs=50)["methods"]["fspo"]
+    assert summary["reward_gain"] == pytest.approx(0.0) and summary["reward_gain_sd"] == pytest.approx(0.0)
+    ten = _log(tmp_path / "fspo_3.jsonl", "actor/fspo", {s: ((2, 2, 0), (1, 1, 0), (s - 1) / 10, 100) for s in range(1, 11)})
+    longer = comparison.summarize({"fspo": [runs["fspo"][1], ten]}, min_seqs=50)["methods"]["fspo"]
+    assert longer["reward_gain"] == pytest.approx(0.25) and longer["reward_gain_sd"] == pytest.approx(0.5 / 2**0.5)
+    assert summary["offpolicy_share"] is None and summary["offpolicy_rate"] is None  # no config beside the runs
+    ada_dir = tmp_path / "ada"
+    ada_dir.mkdir()
+    path = _log(ada_dir / "metrics_0.jsonl", "actor/fspo_adaptive", {1: ((3, 1, 0), (1.5, 0, 0), 0.1, 100)})
+    (ada_dir / "config_0.yaml").write_text(
+        "data: {train_batch_size: 64}\nactor_rollout_ref:\n  actor:\n    ppo_mini_batch_size: 16\n    ppo_epochs: 1\n"
+        "    policy_loss: {loss_mode: fspo_adaptive, fspo_target_clip_rate: 0.5}\n")
+    result = comparison.summarize({"fspo_adaptive": [path], **runs}, min_seqs=10)
+    ada = result["methods"]["fspo_adaptive"]
+    # 100*(3,1,0)/4 = (75,25,0) sequences, clipped (37.5,0,0): overall 0.375, spread 0.5
+    assert ada["offpolicy_share"] == pytest.approx(0.75) and ada["target_rate"] == 0.5
+    assert ada["offpolicy_rate"] == pytest.approx(0.375 / 0.75)
+    assert ada["reward_gain_sd"] is None  # one seed
+    checks = result["fspo_adaptive_targets"]
+    assert checks["spread <= 0.05"] is False
+    assert checks["off-policy clip rate within 30% of the target 0.5"] is True
+    assert any(k.startswith("spread <= 1/3 x gspo's") for k in checks)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,6 +85,11 @@ class MethodSummary:
     reward_curve: dict[int, float] = field(default_factory=dict)  # step -> mean over seeds
     lre_curve: dict[int, float] = field(default_factory=dict)  # step -> mean over seeds of the step's LRE
     lre_mean: float | None = None  # mean over seeds and steps of the per-step length reweighting error
+    reward_gain: float | None = None  # mean over seeds of (last 5 - first 5 steps' mean reward)
+    reward_gain_sd: float | None = None  # its sample standard deviation over seeds (None with one seed)
+    offpolicy_share: float | None = None  # share of updates that are off-policy (config_<n>.yaml beside the run)
+    offpolicy_rate: float | None = None  # overall_rate / offpolicy_share: the rate on updates a band can clip
+    target_rate: float | None = None  # policy_loss.fspo_target_clip_rate, when the loss has one
 
 
 def _bin_prefix(run: Run, path: str) -> tuple[str, list[tuple[int, str]]]:
@@ -164,6 +170,9 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
     firsts = [_mean([c[s] for s in sorted(c)[:5]]) for c in curves if c]
     lasts = [_mean([c[s] for s in sorted(c)[-5:]]) for c in curves if c]
     lre_steps = sorted(set().union(*lre_curves))
+    gains = [last - first for first, last in zip(firsts, lasts) if first is not None and last is not None]
+    share, target = _update_settings(paths[0])
+    overall = sum(clipped.values()) / total if total > 0 else None
     return MethodSummary(
         method=method,
         prefix=prefix,
@@ -171,13 +180,40 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
         steps=min(steps_per_run),
         bins=rates,
         spread=max(dense) - min(dense) if len(dense) >= 2 else None,
-        overall_rate=sum(clipped.values()) / total if total > 0 else None,
+        overall_rate=overall,
         reward_first5=_mean([v for v in firsts if v is not None]),
         reward_last5=_mean([v for v in lasts if v is not None]),
         reward_curve={s: v for s, v in curve.items() if v is not None},
         lre_curve={s: _mean([c[s] for c in lre_curves if s in c]) for s in lre_steps},
         lre_mean=_mean([v for c in lre_curves for v in c.values()]),
+        reward_gain=_mean(gains),
+        reward_gain_sd=statistics.stdev(gains) if len(gains) > 1 else None,
+        offpolicy_share=share,
+        offpolicy_rate=overall / share if overall is not None and share else None,
+        target_rate=target,
     )
+
+
+def _update_settings(path: str | Path) -> tuple[float | None, float | None]:
+    """(off-policy share of updates, fspo_target_clip_rate) from the ``config_<n>.yaml`` beside a run's
+    ``metrics_<n>.jsonl`` (``fspo-verl train``); (None, None) without one. With u = train_batch_size /
+    ppo_mini_batch_size * ppo_epochs updates a step, the first is on-policy (S_i = 0, nothing to clip): 1 - 1/u."""
+    path = Path(path)
+    config_path = path.with_name(path.name.replace("metrics_", "config_").replace(".jsonl", ".yaml"))
+    if not (config_path.name.startswith("config_") and config_path.is_file()):
+        return None, None
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_path)
+    try:
+        updates = (int(OmegaConf.select(cfg, "data.train_batch_size")) // int(OmegaConf.select(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size"))
+                   * int(OmegaConf.select(cfg, "actor_rollout_ref.actor.ppo_epochs")))  # fmt: skip
+    except (TypeError, ValueError):
+        return None, None
+    target = OmegaConf.select(cfg, "actor_rollout_ref.actor.policy_loss.fspo_target_clip_rate")
+    share = 1.0 - 1.0 / updates if updates > 0 else None
+    return share, (float(target) if target is not None and "adaptive" in str(
+        OmegaConf.select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode")) else None)
 
 
 def summarize(runs: dict[str, list[str | Path]], min_seqs: float = MIN_SEQS, first_step: int = 1) -> dict:
@@ -191,6 +227,16 @@ def summarize(runs: dict[str, list[str | Path]], min_seqs: float = MIN_SEQS, fir
             + ": pass the same actor_rollout_ref.actor.policy_loss.length_bins to every run"
         )
     out = {"min_seqs": min_seqs, "first_step": first_step, "methods": {m: asdict(s) for m, s in methods.items()}}
+    ada = methods.get("fspo_adaptive")
+    if ada is not None:
+        others = {m: methods[m].spread for m in ("gspo", "fspo") if m in methods and methods[m].spread is not None}
+        checks = {f"spread <= {EXPECTED_FSPO_SPREAD}": ada.spread is not None and ada.spread <= EXPECTED_FSPO_SPREAD}
+        for m, spread in others.items():
+            checks[f"spread <= 1/3 x {m}'s ({spread:.3f})"] = ada.spread is not None and ada.spread <= EXPECTED_RATIO * spread
+        if ada.target_rate is not None and ada.offpolicy_rate is not None:
+            checks[f"off-policy clip rate within 30% of the target {ada.target_rate:g}"] = (
+                abs(ada.offpolicy_rate - ada.target_rate) <= 0.3 * ada.target_rate)
+        out["fspo_adaptive_targets"] = checks
     fspo, gspo = methods.get("fspo"), methods.get("gspo")
     if fspo is not None and gspo is not None:
         holds = None
@@ -217,21 +263,28 @@ def markdown_table(summary: dict) -> str:
     methods = summary["methods"]
     bins = [b["name"] for b in next(iter(methods.values()))["bins"]]
     header = ["method", *(b.removeprefix("len_").replace("_", "-") for b in bins), "spread (max-min)", "overall",
-              "reward first 5", "reward last 5", "mean LRE per step"]  # fmt: skip
+              "off-policy rate", "reward first 5", "reward last 5", "reward gain (mean ± sd over seeds)",
+              "mean LRE per step"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in methods.items():
         cells = [_fmt(b["rate"]) if b["dense"] or b["rate"] is None else f"({_fmt(b['rate'])})" for b in m["bins"]]
         spread = _fmt(m["spread"]) if m["spread"] is not None else "- (fewer than 2 dense bins)"
-        lines.append("| " + " | ".join([name, *cells, spread, _fmt(m["overall_rate"]), _fmt(m["reward_first5"]),
-                                        _fmt(m["reward_last5"]), _fmt(m["lre_mean"])]) + " |")  # fmt: skip
+        gain = _fmt(m.get("reward_gain")) + ("" if m.get("reward_gain_sd") is None else f" ± {m['reward_gain_sd']:.3f}")
+        lines.append("| " + " | ".join([name, *cells, spread, _fmt(m["overall_rate"]), _fmt(m.get("offpolicy_rate")),
+                                        _fmt(m["reward_first5"]), _fmt(m["reward_last5"]), gain,
+                                        _fmt(m["lre_mean"])]) + " |")  # fmt: skip
     notes = [
         "",
         (
             f"Rates pooled over seeds and steps >= {summary['first_step']}; in parentheses: bins with fewer than "
             f"{summary['min_seqs']:g} sequences, left out of the spread ('-': no sequence). LRE: the length "
-            "reweighting error of each step's per-bin clip rates (fspo_verl.diagnostics.fairness_number)."
+            "reweighting error of each step's per-bin clip rates (fspo_verl.diagnostics.fairness_number). "
+            "Off-policy rate: the overall rate over the share of updates that are off-policy (the first update of a "
+            "step is on-policy and clips nothing)."
         ),
     ]
+    for check, held in (summary.get("fspo_adaptive_targets") or {}).items():
+        notes.append(f"fspo_adaptive {check}: {'holds' if held else 'does NOT hold'}.")
     versus = summary.get("fspo_vs_gspo")
     if versus is not None:
         notes.append(
