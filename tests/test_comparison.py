@@ -184,7 +184,7 @@ def test_a_sweep_is_read_from_its_jobs_json_grouped_by_algorithm(runs, tmp_path,
 def test_reward_gain_over_seeds_off_policy_rate_and_fspo_adaptive_targets(runs, tmp_path):
     """fspo's two seeds, each shorter than two 5-step windows: run 1 rewards 0.1, 0.3 (first 5 = last 5 = 0.2,
     gain 0), run 2 one step (gain 0): mean 0, sd 0. Ten steps 0.0..0.9 give first 5 = 0.2, last 5 = 0.7, gain 0.5;
-    with the 0-gain run, mean 0.25 and sd sqrt(2 * 0.25^2) = 0.3536. An fspo_adaptive run whose config_0.yaml says 64/16 x 1 epoch
+    with the 0-gain run, mean 0.25 and sd sqrt(2 * 0.25^2) = 0.3536. An fspo_adaptive run whose config_0.yaml says 64 prompts x 4 / (16 x 4) x 1 epoch
     (4 updates a step, 3 off-policy) and a target of 0.5: off-policy rate = overall / 0.75."""
     summary = comparison.summarize(runs, min_seqs=50)["methods"]["fspo"]
     assert summary["reward_gain"] == pytest.approx(0.0) and summary["reward_gain_sd"] == pytest.approx(0.0)
@@ -196,7 +196,7 @@ def test_reward_gain_over_seeds_off_policy_rate_and_fspo_adaptive_targets(runs, 
     ada_dir.mkdir()
     path = _log(ada_dir / "metrics_0.jsonl", "actor/fspo_adaptive", {1: ((3, 1, 0), (1.5, 0, 0), 0.1, 100)})
     (ada_dir / "config_0.yaml").write_text(
-        "data: {train_batch_size: 64}\nactor_rollout_ref:\n  actor:\n    ppo_mini_batch_size: 16\n    ppo_epochs: 1\n"
+        "data: {train_batch_size: 64}\nactor_rollout_ref:\n  rollout: {n: 4}\n  actor:\n    ppo_mini_batch_size: 16\n    ppo_epochs: 1\n"
         "    policy_loss: {loss_mode: fspo_adaptive, fspo_target_clip_rate: 0.5}\n")
     result = comparison.summarize({"fspo_adaptive": [path], **runs}, min_seqs=10)
     ada = result["methods"]["fspo_adaptive"]

@@ -133,13 +133,16 @@ class LengthSpreadEstimator:
         The on-policy test: sqrt(sum_i e_i^2 / sum_i L_i), the per-token scale under the CLT, below ``tol``.
         """
         with torch.no_grad():
-            low, high = self.half_widths(lengths)  # (bs,) each: the band before this update, for the rate tracker
-            outside = (centred < -low) | (centred > high)  # (bs,) bool
             w = valid.to(torch.float64)  # (bs,)
+            if self.settings.rate_gain > 0:  # the tracker's counts: outside the band before this update
+                low, high = self.half_widths(lengths)  # (bs,) each
+                outside = ((centred < -low) | (centred > high)).to(torch.float64)  # (bs,)
+            else:
+                outside = torch.zeros_like(w)  # (bs,) no tracker, no band to form
             len64 = lengths.to(torch.float64)  # (bs,)
             log_len = len64.clamp(min=1.0).log()  # (bs,)
             values = torch.stack([w, w * log_len, w * log_len.square(), w * centred.to(torch.float64).square(), w * len64,
-                                  w * outside.to(torch.float64)], dim=-1)  # (bs, 6)
+                                  w * outside], dim=-1)  # (bs, 6)
             local = torch.zeros(len(self.settings.edges) + 1, 6, dtype=torch.float64, device=lengths.device)  # (K+1, 6)
             local.index_add_(0, bin_index(lengths, self.settings.edges), values)
             if self.settings.sync_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
