@@ -8,8 +8,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# .ci/run runs the same command (pytest called directly, so that CI exits with pytest's code)
-PYTEST_CMD = $(PY) -m pytest --durations=10
+# .ci/run runs the same command (pytest called directly, so that CI exits with pytest's code). Two xdist workers:
+# one runs the trainer and cluster tests (tests/e2e, tests/cluster) one after the other, the other the in-process
+# tests beside them (tests/conftest.py: TrainerRunsOnOneWorker)
+PYTEST_CMD = $(PY) -m pytest -n 2 --durations=10
 
 .PHONY: setup test demo clean
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -49,6 +50,28 @@ def fspo_actor_config():
     return actor_config([FSPO_TARGET, "actor_rollout_ref.actor.policy_loss.loss_mode=fspo"])
 
 
+#: the tests that run verl's trainer or start a cluster (each a multi-process Ray or SLURM job on the machine's
+#: cores), as paths relative to the root: under ``pytest -n 2`` one worker runs them one after the other
+TRAINER_TESTS = ("tests/e2e/", "tests/cluster/")
+
+
+if importlib.util.find_spec("xdist") is not None:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TrainerRunsOnOneWorker(LoadScopeScheduling):
+        """``make test`` runs ``pytest -n 2``: every test under :data:`TRAINER_TESTS` is one work unit, run by one
+        worker in collection order (two trainer runs at once would share 2 cores between two multi-process jobs),
+        and every other test is a unit of its own, so the other worker runs the in-process tests beside them while
+        the trainer runs wait on their Ray and SLURM processes. (xdist's ``--dist loadgroup`` would do this from an
+        ``xdist_group`` mark, but it renames node ids in a way pytest 9.2 ignores.)"""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "trainer runs" if nodeid.startswith(TRAINER_TESTS) else nodeid
+
+    def pytest_xdist_make_scheduler(config, log):
+        return TrainerRunsOnOneWorker(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def demo_cache(tmp_path_factory) -> Path:
     """One cache of the demo's assets (two warm-started tiny models, the task parquets) for the whole session.
@@ -59,7 +82,10 @@ def demo_cache(tmp_path_factory) -> Path:
     instead of once per module or job. Set here for the session, so a developer's own ``~/.cache/fspo_verl`` is
     never read or written.
     """
-    root = tmp_path_factory.getbasetemp() / "fspo_verl_cache"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's directory, shared by the xdist workers (builds are under a file lock)
+    root = base / "fspo_verl_cache"
     root.mkdir(exist_ok=True)
     saved = os.environ.get("FSPO_VERL_CACHE")
     os.environ["FSPO_VERL_CACHE"] = str(root)
