@@ -32,6 +32,17 @@ LEAN_JOB = [
     "actor_rollout_ref.rollout.n=4",
 ]
 
+#: what every training step logs: reward, loss, gradient, entropy
+REWARD_AND_LOSS = ["critic/score/mean", "critic/rewards/mean", "actor/pg_loss", "actor/grad_norm", "actor/entropy"]
+#: verl's on-policy check: the rollout server's token probabilities against the actor's
+SYNC = ["training/rollout_probs_diff_max", "training/rollout_probs_diff_mean"]
+
+
+def length_bin_keys(loss: str) -> list[str]:
+    """The first length bin's counts (every response of the lean tasks is shorter than 256 tokens)."""
+    return [f"actor/{loss}/seqs_len_0_256", f"actor/{loss}/clipped_len_0_256"]
+
+
 FSPO = [
     "algorithm.adv_estimator=grpo",
     "actor_rollout_ref.actor.policy_loss._target_=fspo_verl.config.FSPOPolicyLossConfig",
@@ -87,8 +98,9 @@ def assert_succeeded(result: RunResult) -> None:
     assert result.returncode == 0, result.output[-6000:]
 
 
-def assert_finite(result: RunResult, keys: list[str]) -> None:
-    for step, values in result.metrics.items():
+def assert_finite(metrics: dict[int, dict[str, float]], keys: list[str]) -> None:
+    """Every key is logged, finite, at every training step of ``metrics`` (step -> metrics, as read_run gives)."""
+    for step, values in metrics.items():
         for key in keys:
             if step == 0 and not key.startswith("val"):
                 continue  # step 0 holds the validation before training only

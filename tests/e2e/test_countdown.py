@@ -43,7 +43,7 @@ def test_countdown_fills_length_bins_with_a_graded_reward(tmp_path_factory, cach
     assert_succeeded(result)
     assert sorted(result.metrics) == [1, 2]
     seqs = [f"actor/fspo/seqs_len_{name.removeprefix('len_')}" for name in bin_names(task["length_bins"])]
-    assert_finite(result, ["critic/score/mean", "actor/pg_loss", *seqs])
+    assert_finite(result.metrics, ["critic/score/mean", "actor/pg_loss", *seqs])
     for step in (1, 2):
         metrics = result.metrics[step]
         filled = [key for key in seqs if metrics[key] > 0]
