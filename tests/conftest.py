@@ -55,6 +55,14 @@ def fspo_actor_config():
 TRAINER_TESTS = ("tests/e2e/", "tests/cluster/")
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one intra-op thread each. With torch's default (a thread per core) both of a
+    # worker's threads can land on one core when the other is busy, and each parallel op then spins waiting for
+    # a thread that is not running (a demo-asset build took minutes instead of seconds that way). Ray's workers
+    # set their own thread count; subprocesses are not affected.
+    torch.set_num_threads(1)
+
+
 if importlib.util.find_spec("xdist") is not None:
     from xdist.scheduler import LoadScopeScheduling
 
