@@ -55,6 +55,11 @@ def fspo_actor_config():
 TRAINER_TESTS = ("tests/e2e/", "tests/cluster/")
 
 
+# Ray starts its workers at niceness 15 (RAY_worker_niceness): beside an in-process test at niceness 0 on the other
+# xdist worker, a trainer run's Ray processes got a few percent of a core each (a run starting for minutes). The
+# tests' Ray clusters and jobs (local, `ray start`, SLURM, which inherit this environment) run at the tests' priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # two workers on two cores: one intra-op thread each. With torch's default (a thread per core) both of a
     # worker's threads can land on one core when the other is busy, and each parallel op then spins waiting for
