@@ -66,6 +66,7 @@ def test_two_job_sweep_basic_launcher(tmp_path, cache_dir):
         (num, f"algorithm={loss}", "ok") for num, loss in enumerate(losses)]
     # a fresh Ray session per job: each job starts its own local Ray instance
     assert output.count("Started a local Ray instance") == 2, output[-3000:]
+    runs = {}  # loss -> its job's metrics (step -> values)
     for num, loss in enumerate(losses):
         job = sweep / str(num)
         config = yaml.safe_load((job / "config_0.yaml").read_text())
@@ -79,15 +80,14 @@ def test_two_job_sweep_basic_launcher(tmp_path, cache_dir):
 
         # the loss trained: its numbers, the per-step fairness numbers (fspo_verl.diagnostics.fairness_number)
         # among them, reach verl's file logger at every step
-        run = read_run(job / "metrics_0.jsonl")
-        assert sorted(run) == [1, 2]
+        runs[loss] = read_run(job / "metrics_0.jsonl")
+        assert sorted(runs[loss]) == [1, 2]
         fairness = [f"actor/{loss}/length_reweighting_error", f"actor/{loss}/clip_rate_sd_across_bins"]
-        assert_finite(run, REWARD_AND_LOSS + SYNC + length_bin_keys(loss) + fairness)
+        assert_finite(runs[loss], REWARD_AND_LOSS + SYNC + length_bin_keys(loss) + fairness)
     # two FSDP ranks over gloo all-reduce fspo_adaptive's statistics inside the loss; by step 2 the off-policy
     # updates of step 1 have filled them
-    run = read_run(sweep / "1" / "metrics_0.jsonl")
-    assert_finite(run, ["actor/fspo_adaptive/alpha", "actor/fspo_adaptive/stat_seqs"])
-    assert run[2]["actor/fspo_adaptive/stat_seqs"] > 0
+    assert_finite(runs["fspo_adaptive"], ["actor/fspo_adaptive/alpha", "actor/fspo_adaptive/stat_seqs"])
+    assert runs["fspo_adaptive"][2]["actor/fspo_adaptive/stat_seqs"] > 0
     assert "fspo-verl train: run 0 ok" in output and f"checkpoints  {(sweep / '1' / 'checkpoints').resolve()}" in output
 
     plotted = subprocess.run([sys.executable, "-m", "fspo_verl.cli", "plot", str(sweep)], capture_output=True, text=True)
