@@ -53,9 +53,27 @@ def test_bins_without_a_rate_are_left_out_and_too_few_is_a_clear_error():
         fit_length_exponent(NAMES[:2], [3.0, 11.0], [100.0, 100.0], [0.0, 0.1], C_LOW, KAPPA, 1.0)
 
 
-def _write_pilot(tmp_path, beta: float):
-    """A pilot run's metrics_0.jsonl (verl's file-logger lines) with per-bin counts following the model, and its
-    config_0.yaml as `fspo-verl train` writes it (the band and the batch geometry: 2 mini-batches per step)."""
+# 16 prompts x 4 responses a step, mini-batches of 8 prompts: 2 updates a step, the second off-policy (share 1/2)
+GEOMETRY = (
+    "data:\n  train_batch_size: 16\ntrainer: {}\n"
+    "actor_rollout_ref:\n  rollout:\n    n: 4\n  actor:\n    ppo_mini_batch_size: 8\n    ppo_epochs: 1\n"
+)
+# PODS keeping 4 of 8 responses: 16 prompts x 4 kept = 64 samples a step in mini-batches of 4 prompts x n=8 = 32
+# samples: 2 updates a step, share 1/2 again (16 // 4 = 4 updates, share 3/4, if the kept samples were ignored)
+PODS_GEOMETRY = (
+    "data:\n  train_batch_size: 16\n"
+    "trainer:\n  v1:\n    sampler:\n      custom_sampler:\n        path: pkg://fspo_verl.pods\n"
+    "      sampler_kwargs:\n        keep: 4\n"
+    "actor_rollout_ref:\n  rollout:\n    n: 8\n  actor:\n    ppo_mini_batch_size: 4\n    ppo_epochs: 1\n"
+)
+# one mini-batch a step: every update on-policy, nothing clipped to fit
+ONE_UPDATE_GEOMETRY = GEOMETRY.replace("ppo_mini_batch_size: 8", "ppo_mini_batch_size: 16")
+
+
+def _write_pilot(tmp_path, beta: float, geometry: str = GEOMETRY):
+    """A pilot run's metrics_0.jsonl (verl's file-logger lines) with per-bin counts following the model (pooled
+    over steps whose updates are half off-policy), and its config_0.yaml as `fspo-verl train` writes it (the band
+    and the batch ``geometry``)."""
     # each bin's geometric middle; the open bin reaches the longest response (256 here)
     mids = [math.sqrt(max(lo, 1) * hi) for lo, hi in zip([0, *EDGES], [*EDGES, 256])]
     lines = []
@@ -68,8 +86,7 @@ def _write_pilot(tmp_path, beta: float):
         lines.append(json.dumps({"step": step, "data": data}))
     (tmp_path / "metrics_0.jsonl").write_text("\n".join(lines) + "\n")
     (tmp_path / "config_0.yaml").write_text(
-        "data:\n  train_batch_size: 16\nactor_rollout_ref:\n  actor:\n    ppo_mini_batch_size: 8\n    ppo_epochs: 1\n"
-        f"    policy_loss:\n      fspo_c_low: {C_LOW}\n      fspo_c_high: {C_LOW * KAPPA}\n"
+        geometry + f"    policy_loss:\n      fspo_c_low: {C_LOW}\n      fspo_c_high: {C_LOW * KAPPA}\n"
     )
     return tmp_path / "metrics_0.jsonl"
 
@@ -95,6 +112,19 @@ def test_cli_fits_the_pilots_exponent_and_prints_overrides_for_both_entry_points
         loss = omega_conf_to_dataclass(actor).policy_loss
         assert (loss.loss_mode, loss.fspo_adaptive_prior_exponent, loss.fspo_target_clip_rate) == ("fspo_adaptive", 0.9, 0.1)
     assert cli(["validate", "algorithm=fspo_adaptive", *lines]) == 0, capsys.readouterr().err[-3000:]
+
+
+def test_a_down_sampled_pilots_share_counts_the_kept_samples(tmp_path, capsys):
+    path = _write_pilot(tmp_path, 0.9, PODS_GEOMETRY)
+    assert cli(["fairness", "calibrate", "--target", "0.1", "--run", str(path), "--fit-exponent"]) == 0
+    text = capsys.readouterr().out
+    assert "off-policy share 0.5" in text and "beta = 0.900" in text, text
+
+
+def test_a_pilot_with_one_update_a_step_is_refused(tmp_path, capsys):
+    path = _write_pilot(tmp_path, 0.9, ONE_UPDATE_GEOMETRY)
+    assert cli(["fairness", "calibrate", "--target", "0.1", "--run", str(path), "--fit-exponent"]) == 2
+    assert "one update a step, all on-policy" in capsys.readouterr().err
 
 
 def test_a_pilot_of_another_loss_is_refused(tmp_path, capsys):

@@ -146,6 +146,14 @@ def updates_per_step(config: dict) -> float:
     return epochs * (prompts * kept) / (mini * n)
 
 
+def offpolicy_share(config: dict) -> float | None:
+    """Share of a step's updates that are off-policy: 1 - 1/u for u = ``updates_per_step(config)``, since the first
+    update of a step is on-policy (S_i = 0, nothing to clip); None when u <= 0. Raises TypeError/ValueError where
+    the config lacks a key ``updates_per_step`` reads."""
+    updates = updates_per_step(config)
+    return 1.0 - 1.0 / updates if updates > 0 else None
+
+
 def summarize_run(run_dir: str | Path) -> tuple[RunSummary, Run]:
     """The numbers of one run directory (``metrics_0.jsonl`` and ``config_0.yaml``)."""
     from omegaconf import OmegaConf

@@ -45,7 +45,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fspo_verl.analysis.claims import updates_per_step
+from fspo_verl.analysis.claims import offpolicy_share
 from fspo_verl.analysis.figures import pyplot, save_figure
 from fspo_verl.analysis.run_log import Run, keys, read_run, series
 from fspo_verl.diagnostics.fairness_number import step_fairness
@@ -198,7 +198,7 @@ def summarize_method(method: str, paths: list[str | Path], min_seqs: float = MIN
 def _update_settings(path: str | Path) -> tuple[float | None, float | None]:
     """(off-policy share of updates, fspo_target_clip_rate) from the ``config_<n>.yaml`` beside a run's
     ``metrics_<n>.jsonl`` (``fspo-verl train``); (None, None) without one. Of the u updates a step
-    (``fspo_verl.analysis.claims.updates_per_step``) the first is on-policy (S_i = 0, nothing to clip): 1 - 1/u."""
+    (``fspo_verl.analysis.claims.offpolicy_share``) the first is on-policy (S_i = 0, nothing to clip): 1 - 1/u."""
     path = Path(path)
     config_path = path.with_name(path.name.replace("metrics_", "config_").replace(".jsonl", ".yaml"))
     if not (config_path.name.startswith("config_") and config_path.is_file()):
@@ -207,12 +207,12 @@ def _update_settings(path: str | Path) -> tuple[float | None, float | None]:
 
     config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
     try:
-        updates = updates_per_step(config)
+        share = offpolicy_share(config)
     except (TypeError, ValueError):
         return None, None
     loss = config.get("actor_rollout_ref", {}).get("actor", {}).get("policy_loss", {})
     target = loss.get("fspo_target_clip_rate") if "adaptive" in str(loss.get("loss_mode")) else None
-    return (1.0 - 1.0 / updates if updates > 0 else None), (float(target) if target is not None else None)
+    return share, (float(target) if target is not None else None)
 
 
 def summarize(runs: dict[str, list[str | Path]], min_seqs: float = MIN_SEQS, first_step: int = 1) -> dict:

@@ -22,6 +22,7 @@ from fspo_verl.analysis.calibration import (
     suggest_fspo_constants,
     tail_quantile,
 )
+from fspo_verl.analysis.claims import offpolicy_share
 from fspo_verl.analysis.simulation import (
     DEFAULT_METHODS,
     LENGTH_DISTS,
@@ -118,6 +119,8 @@ def _simulate_main(args: argparse.Namespace) -> int:
 
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
+# what the pilot's off-policy share is computed from (``analysis.claims.updates_per_step``)
+UPDATE_KEYS = ("data.train_batch_size", "actor_rollout_ref.rollout.n", "actor_rollout_ref.actor.ppo_mini_batch_size")
 
 
 def calibrated_overrides(c_low: float, c_high: float, drift: str) -> list[str]:
@@ -166,9 +169,13 @@ def _pilot_settings(run: str, args: argparse.Namespace) -> tuple[float, float, f
     c_high = args.pilot_c_high if args.pilot_c_high is not None else float(from_config(f"{POLICY_LOSS}.fspo_c_high"))
     share = args.offpolicy_share
     if share is None:
-        updates = (int(from_config("data.train_batch_size")) // int(from_config("actor_rollout_ref.actor.ppo_mini_batch_size"))
-                   * int(from_config("actor_rollout_ref.actor.ppo_epochs")))  # fmt: skip
-        share = 1.0 - 1.0 / max(updates, 1)
+        for key in UPDATE_KEYS:
+            from_config(key)
+        # the batch arithmetic of the comparison's tables (down-sampling's kept samples included)
+        share = offpolicy_share(OmegaConf.to_container(cfg, resolve=False)) or 0.0
+        if share <= 0.0:
+            raise ValueError(f"{config_path}: the pilot made one update a step, all on-policy (S_i = 0): nothing was clipped to fit; "
+                             "run the pilot with ppo_mini_batch_size below data.train_batch_size")  # fmt: skip
     if not 0.0 < share <= 1.0:
         raise ValueError(f"--offpolicy-share={share!r} is invalid: the pilot has no off-policy update to clip; give a share in (0, 1]")
     return c_low, c_high, share
