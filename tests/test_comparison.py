@@ -208,3 +208,11 @@ def test_reward_gain_over_seeds_off_policy_rate_and_fspo_adaptive_targets(runs, 
     assert checks["spread <= 0.05"] is False
     assert checks["off-policy clip rate within 30% of the target 0.5"] is True
     assert any(k.startswith("spread <= 1/3 x gspo's") for k in checks)
+
+
+def test_the_config_beside_a_run_is_named_after_its_metrics_file(tmp_path):
+    from fspo_verl.analysis.run_log import config_beside
+
+    assert config_beside(tmp_path / "metrics_3.jsonl") == tmp_path / "config_3.yaml"  # fspo-verl train's n-th run
+    assert config_beside("runs/metrics_0.jsonl") == Path("runs/config_0.yaml")
+    assert config_beside(tmp_path / "experiment.jsonl") is None  # a plain verl file-logger path: no config beside it

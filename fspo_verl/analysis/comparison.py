@@ -47,7 +47,7 @@ from pathlib import Path
 
 from fspo_verl.analysis.claims import offpolicy_share
 from fspo_verl.analysis.figures import pyplot, save_figure
-from fspo_verl.analysis.run_log import Run, keys, read_run, series
+from fspo_verl.analysis.run_log import Run, config_beside, keys, read_run, series
 from fspo_verl.diagnostics.fairness_number import step_fairness
 from fspo_verl.losses.length_bins import BIN_KEY
 
@@ -199,9 +199,8 @@ def _update_settings(path: str | Path) -> tuple[float | None, float | None]:
     """(off-policy share of updates, fspo_target_clip_rate) from the ``config_<n>.yaml`` beside a run's
     ``metrics_<n>.jsonl`` (``fspo-verl train``); (None, None) without one. Of the u updates a step
     (``fspo_verl.analysis.claims.offpolicy_share``) the first is on-policy (S_i = 0, nothing to clip): 1 - 1/u."""
-    path = Path(path)
-    config_path = path.with_name(path.name.replace("metrics_", "config_").replace(".jsonl", ".yaml"))
-    if not (config_path.name.startswith("config_") and config_path.is_file()):
+    config_path = config_beside(path)
+    if config_path is None or not config_path.is_file():
         return None, None
     from omegaconf import OmegaConf
 

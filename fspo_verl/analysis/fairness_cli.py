@@ -23,6 +23,7 @@ from fspo_verl.analysis.calibration import (
     tail_quantile,
 )
 from fspo_verl.analysis.claims import offpolicy_share
+from fspo_verl.analysis.run_log import config_beside
 from fspo_verl.analysis.simulation import (
     DEFAULT_METHODS,
     LENGTH_DISTS,
@@ -155,14 +156,14 @@ def _pilot_settings(run: str, args: argparse.Namespace) -> tuple[float, float, f
     """(c_low, c_high, off-policy share) of the pilot: flags first, else its ``config_<n>.yaml`` (fspo-verl train)."""
     from omegaconf import OmegaConf
 
-    path = Path(run)
-    config_path = path.with_name(path.name.replace("metrics_", "config_").replace(".jsonl", ".yaml"))
-    cfg = OmegaConf.load(config_path) if config_path.name.startswith("config_") and config_path.exists() else None
+    config_path = config_beside(run)
+    cfg = OmegaConf.load(config_path) if config_path is not None and config_path.exists() else None
+    config_name = config_path.name if config_path is not None else "config_<n>.yaml"
 
     def from_config(key: str):
         value = OmegaConf.select(cfg, key) if cfg is not None else None
         if value is None:
-            raise ValueError(f"{run}: no {config_path.name} beside it with {key}; pass it with a --pilot-* or --offpolicy-share flag")
+            raise ValueError(f"{run}: no {config_name} beside it with {key}; pass it with a --pilot-* or --offpolicy-share flag")
         return value
 
     c_low = args.pilot_c_low if args.pilot_c_low is not None else float(from_config(f"{POLICY_LOSS}.fspo_c_low"))

@@ -23,6 +23,14 @@ VAL_KEY = re.compile(r"^val-core/.+/(reward|acc)/mean@\d+$")
 Run = dict[int, dict[str, float]]
 
 
+def config_beside(metrics_path: str | Path) -> Path | None:
+    """The ``config_<n>.yaml`` that ``fspo-verl train`` writes beside a run's ``metrics_<n>.jsonl`` (it may be
+    missing: a plain verl run has none); None for a file not named ``metrics_<n>.jsonl``."""
+    path = Path(metrics_path)
+    name = path.name.replace("metrics_", "config_").replace(".jsonl", ".yaml")
+    return path.with_name(name) if name.startswith("config_") else None
+
+
 def read_run(path: str | Path) -> Run:
     """step -> {metric: value} from a verl file-logger JSONL; non-numeric values are skipped.
 
