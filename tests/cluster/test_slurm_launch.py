@@ -9,6 +9,7 @@ completes with a checkpoint and leaves no process of the job behind.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -124,6 +125,12 @@ class Job:
         assert path.exists(), f"{path} missing; job log:\n{self.output()[-4000:]}"
         return read_run(path)
 
+    def logged_steps(self, run: int) -> set[int]:
+        """The steps with a whole line in ``metrics_<run>.jsonl`` so far (the job may be writing its last line)."""
+        path = self.run_dir / METRICS_DIR / f"metrics_{run}.jsonl"
+        whole = path.read_text().split("\n")[:-1] if path.exists() else []
+        return {json.loads(line)["step"] for line in whole if line.strip()}
+
     def last_checkpoint(self) -> int:
         marker = self.run_dir / "ckpt" / "latest_checkpointed_iteration.txt"
         return int(marker.read_text().strip()) if marker.exists() else 0
@@ -188,7 +195,9 @@ def test_a_driver_killed_with_sigkill_fails_the_job_and_the_same_command_resumes
     run_dir = tmp_path / "run"
     job = make_job(run_dir=run_dir)
     job.submit()
-    job.wait_for("checkpoint of step 1", lambda: job.last_checkpoint() >= 1)
+    # verl's trainer saves a step's checkpoint before it logs the step's metrics: wait for both, so the kill
+    # lands after step 1 is whole and before step 2 is
+    job.wait_for("checkpoint and metrics of step 1", lambda: job.last_checkpoint() >= 1 and 1 in job.logged_steps(0))
     driver = _driver_pid(job)
     assert driver is not None, job.processes()
     killed = time.monotonic()
